@@ -93,7 +93,7 @@ class GaussianMixture:
     n_iter_ : int
     lower_bound_ : float
         Mean log-likelihood per sample at the start of the last iteration (as scikit-learn).
-    lower_bounds_ : ndarray of shape (n_iter_,)
+    lower_bounds_ : ndarray of shape ``(n_iter_,)``
         The mean log-likelihood of every iteration; never decreasing ``[eq:em-monotone]``.
     n_features_in_ : int
     """
