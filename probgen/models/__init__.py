@@ -1,0 +1,5 @@
+"""Neural generative models built on :mod:`probgen.nn` (hand-written backward passes)."""
+from .ae import Autoencoder
+from .vae import VAE
+
+__all__ = ["Autoencoder", "VAE"]
