@@ -9,6 +9,7 @@ from . import datasets, distributions, em, kernels, nn
 from ._validation import NotFittedError
 from .linear_latent import PPCA
 from .mixture import GaussianMixture
+from .models import FVSBN, NADE, VAE, Autoencoder, MarkovChain, PixelCNN, count_parameters
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,13 @@ __all__ = [
     "GaussianMixture",
     "PPCA",
     "NotFittedError",
+    "Autoencoder",
+    "VAE",
+    "MarkovChain",
+    "FVSBN",
+    "NADE",
+    "PixelCNN",
+    "count_parameters",
     "datasets",
     "distributions",
     "em",

@@ -1,4 +1,10 @@
 """Numba kernels, each beside the plain-NumPy ``*_reference`` twin that defines its meaning."""
+from .masked_conv import (
+    masked_conv2d_backward,
+    masked_conv2d_backward_reference,
+    masked_conv2d_forward,
+    masked_conv2d_forward_reference,
+)
 from .responsibilities import (
     mixture_log_prob_reference,
     mixture_responsibilities,
@@ -17,4 +23,8 @@ __all__ = [
     "mixture_log_prob_reference",
     "weighted_diag_scatter",
     "weighted_diag_scatter_reference",
+    "masked_conv2d_forward",
+    "masked_conv2d_backward",
+    "masked_conv2d_forward_reference",
+    "masked_conv2d_backward_reference",
 ]

@@ -1,5 +1,9 @@
 """Neural generative models built on :mod:`probgen.nn` (hand-written backward passes)."""
 from .ae import Autoencoder
+from .fvsbn import FVSBN
+from .markov import MarkovChain, count_parameters
+from .nade import NADE
+from .pixelcnn import PixelCNN
 from .vae import VAE
 
-__all__ = ["Autoencoder", "VAE"]
+__all__ = ["Autoencoder", "VAE", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "count_parameters"]

@@ -1,0 +1,502 @@
+"""Masked (causal) 2-D convolution for PixelCNN: Numba gathers feeding BLAS, beside NumPy twins.
+
+Stride 1, "same" zero padding, NCHW (or CNHW) activations.  A masked convolution is an ordinary
+convolution whose :math:`k \\times k` weight is multiplied by a fixed 0/1 mask ``[eq:masked-conv]``:
+mask A keeps only the taps strictly before the centre in raster order ``[eq:mask-a]``,
+mask B also keeps the centre ``[eq:mask-b]`` (``docs/pixelcnn.md``).
+
+**Weight layout (packed).**  Only the causal taps are stored: ``W`` has shape
+(C_out, C_in, T), tap ``t`` at the offset ``causal_taps(k, mask_type)[t] = (di, dj)``
+(raster order; ``di <= 0``).  :math:`T = r(k+1)` for mask A and :math:`r(k+1) + 1` for
+mask B, :math:`r = (k-1)/2` (4 / 5 taps of 9 for 3x3, 24 / 25 of 49 for 7x7), and ``T``
+determines ``k``.  So masked taps are not parameters at all: they cannot drift, the
+optimiser does not visit them, and a parameter count is honest.
+:func:`pack_masked_weight` / :func:`unpack_masked_weight` convert from / to the dense
+(C_out, C_in, k, k) layout of ``torch.nn.functional.conv2d`` (masked taps 0).
+
+**Kernel.**  Nothing multiplies by a zero tap.  For a chunk of images a serial Numba *causal
+im2col* gathers the T shifted copies of every input channel (zeros outside the image) into a
+buffer of shape (C_in T + 1, images, H W) whose last row is ones, and one GEMM per chunk,
+:math:`Y = [W \\,|\\, b]\\,\\mathrm{cols}`, gives the output with the bias.  The backward pass
+forms :math:`dW = dY\\,\\mathrm{cols}^\\top` (its last column is ``db``)
+``[eq:masked-conv-backward-w]``, then :math:`W^\\top dY` over the same buffer, whose shifted
+planes are added back into :math:`dX` (col2im) ``[eq:masked-conv-backward-x]``.  Chunks are sized
+to about 4 MiB so the gather stays in cache; when the whole batch fits (the 1-channel 7x7 input
+layer: 25 planes) the backward reuses the forward's gather instead of redoing it.  1x1 mask-B
+convolutions (pointwise) skip the gather.  The kernels are serial on purpose: Numba's parallel
+workers next to multi-threaded BLAS steal its cores (PERFORMANCE.md).
+
+**Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays: the gather
+reads NCHW directly, and the GEMM result is copied into NCHW order.  ``layout="CNHW"``
+((C, N, H, W), channels outermost) is what :class:`probgen.models.PixelCNN` uses for every
+activation: the GEMM writes ``y`` in place and pointwise layers are one GEMM for the batch.  For
+one channel both layouts are the same memory.  Few, large GEMM calls also keep BLAS's threads
+in step on a busy machine (per-image GEMMs were an order of magnitude slower under contention).
+
+**Buffers.**  With a :class:`MaskedConvWorkspace` the gather buffer, the output and ``dx``
+are reused from call to call (nothing large is allocated after the first call); the
+returned ``y`` / ``dx`` then live in the workspace and are overwritten by its next call.
+The cache holds the workspace's gather and ``x`` itself: the backward runs at most once per
+forward, for the latest forward of its workspace (both checked), and ``x`` must not change
+in between (as with any saved activation).
+
+Single-channel images need no channel split: the PixelCNN paper's R/G/B masks divide the
+channels of colour images into groups; for one channel (binary or grey levels) the spatial
+masks above are the whole story.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from .._validation import check_option, check_positive_int
+
+__all__ = [
+    "causal_taps",
+    "conv_mask",
+    "n_causal_taps",
+    "kernel_size_from_taps",
+    "pack_masked_weight",
+    "unpack_masked_weight",
+    "MaskedConvWorkspace",
+    "masked_conv2d_forward",
+    "masked_conv2d_backward",
+    "masked_conv2d_forward_reference",
+    "masked_conv2d_backward_reference",
+]
+
+_MASKS = ("A", "B")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_LAYOUTS = ("NCHW", "CNHW")
+_SHAPES = {"NCHW": "(N, C_in, H, W)", "CNHW": "(C_in, N, H, W)"}
+_CHUNK_BYTES = 1 << 25  # gather buffer budget: 32 MiB, a whole batch of 32 images at 64 channels (see docs)
+
+
+# ----------------------------------------------------------------------------- masks and packing
+def _check_kernel(kernel_size, mask_type):
+    k = check_positive_int(kernel_size, "kernel_size")
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd (the mask is centred), got {k}")
+    return k, check_option(mask_type, "mask_type", _MASKS)
+
+
+def n_causal_taps(kernel_size, mask_type) -> int:
+    """:math:`T`: taps kept by the mask, :math:`r(k+1)` (A) or :math:`r(k+1)+1` (B), :math:`r=(k-1)/2`."""
+    k, mask_type = _check_kernel(kernel_size, mask_type)
+    r = k // 2
+    return r * (k + 1) + (mask_type == "B")
+
+
+def kernel_size_from_taps(n_taps, mask_type) -> int:
+    """The odd ``k`` with ``n_causal_taps(k, mask_type) == n_taps`` (``ValueError`` if none)."""
+    mask_type = check_option(mask_type, "mask_type", _MASKS)
+    return _kernel_size(check_positive_int(n_taps, "n_taps", minimum=0), mask_type)
+
+
+@lru_cache(maxsize=64)
+def _kernel_size(n_taps, mask_type) -> int:
+    T = n_taps - (mask_type == "B")
+    r = int(round((np.sqrt(1 + 2 * max(T, 0)) - 1) / 2))  # T = r (2r + 2)
+    if T < 0 or 2 * r * (r + 1) != T:
+        raise ValueError(f"{n_taps} taps is not the tap count of a mask-{mask_type} kernel "
+                         f"(1x1, 3x3, 5x5, 7x7 have {[n_causal_taps(k, mask_type) for k in (1, 3, 5, 7)]})")
+    return 2 * r + 1
+
+
+def causal_taps(kernel_size, mask_type) -> np.ndarray:
+    """Offsets ``(di, dj)`` of the kept taps, raster order: rows above, then left of the centre.
+
+    Returns
+    -------
+    taps : ndarray of shape (T, 2), int64
+        Tap ``t`` multiplies the input at ``(i + di, j + dj)`` for the output at ``(i, j)``
+        ``[eq:masked-conv]``; ``di <= 0`` always, and ``dj < 0`` when ``di == 0`` (``dj = 0``
+        too for mask B) ``[eq:mask-a]`` ``[eq:mask-b]``.
+    """
+    taps = _taps(*_check_kernel(kernel_size, mask_type))
+    return taps.copy()
+
+
+@lru_cache(maxsize=64)
+def _taps(k, mask_type) -> np.ndarray:
+    r = k // 2
+    taps = [(di, dj) for di in range(-r, 1) for dj in range(-r, r + 1)
+            if di < 0 or dj < 0 or (dj == 0 and mask_type == "B")]
+    out = np.array(taps, dtype=np.int64).reshape(-1, 2)
+    out.flags.writeable = False
+    return out
+
+
+def conv_mask(kernel_size, mask_type, dtype=np.float64) -> np.ndarray:
+    """The dense 0/1 mask :math:`M` of shape (k, k) ``[eq:mask-a]`` ``[eq:mask-b]``."""
+    k, _ = _check_kernel(kernel_size, mask_type)
+    m = np.zeros((k, k), dtype=dtype)
+    taps = causal_taps(k, mask_type)
+    m[taps[:, 0] + k // 2, taps[:, 1] + k // 2] = 1
+    return m
+
+
+def pack_masked_weight(W_full, mask_type) -> np.ndarray:
+    """Dense (C_out, C_in, k, k) weight -> packed (C_out, C_in, T) causal taps (masked taps dropped)."""
+    W_full = np.asarray(W_full)
+    if W_full.ndim != 4 or W_full.shape[2] != W_full.shape[3]:
+        raise ValueError(f"W_full must have shape (C_out, C_in, k, k), got {W_full.shape}")
+    k = W_full.shape[2]
+    taps = causal_taps(k, mask_type) + k // 2
+    return np.ascontiguousarray(W_full[:, :, taps[:, 0], taps[:, 1]])
+
+
+def unpack_masked_weight(W, mask_type) -> np.ndarray:
+    """Packed (C_out, C_in, T) -> dense (C_out, C_in, k, k) with zeros at the masked taps."""
+    W = np.asarray(W)
+    if W.ndim != 3:
+        raise ValueError(f"W must have shape (C_out, C_in, T), got {W.shape}")
+    k = kernel_size_from_taps(W.shape[2], mask_type)
+    taps = causal_taps(k, mask_type) + k // 2
+    out = np.zeros(W.shape[:2] + (k, k), dtype=W.dtype)
+    out[:, :, taps[:, 0], taps[:, 1]] = W
+    return out
+
+
+# ----------------------------------------------------------------------------- Numba kernels
+@njit(cache=True, error_model="numpy", fastmath=False)
+def _zero_outside(plane, H, Wd, off, dj):  # pragma: no cover - compiled
+    """Zero the entries of a flat (H*W,) tap plane whose source pixel is outside the image.
+
+    The source of entry ``p = i*W + j`` is flat position ``p + off`` (``off = di*W + dj``):
+    outside when ``p + off`` leaves [0, HW) or when ``j + dj`` leaves [0, W) (a row wrap).
+    """
+    HW = H * Wd
+    lo = min(HW, max(0, -off))
+    hi = max(lo, HW - max(0, off))
+    plane[:lo] = 0
+    plane[hi:] = 0
+    if dj < 0:
+        n = min(Wd, -dj)
+        for i in range(H):
+            plane[i * Wd:i * Wd + n] = 0
+    elif dj > 0:
+        n = max(0, Wd - dj)
+        for i in range(H):
+            plane[i * Wd + n:(i + 1) * Wd] = 0
+
+
+@njit(cache=True, error_model="numpy", fastmath=False)
+def _im2col(x3, cn, s, m, Wd, taps, cols):  # pragma: no cover - compiled
+    """cols[c*T + t, n - s, i*W + j] = x[n, c, i + di_t, j + dj_t] (0 outside)  [eq:masked-conv].
+
+    ``x3`` is (N, C, HW) or, with ``cn``, (C, N, HW), C-contiguous; images ``s .. s+m-1``.
+    Each tap is one flat copy shifted by ``off = di*W + dj`` (a long loop over views, so the
+    indices are provably non-negative and it vectorises), then the entries that wrapped around
+    a row edge or fell off the image are zeroed.
+    """
+    C = x3.shape[0] if cn else x3.shape[1]
+    HW = x3.shape[2]
+    H = HW // Wd
+    T = taps.shape[0]
+    for n in range(m):
+        for c in range(C):
+            src = x3[c, s + n] if cn else x3[s + n, c]
+            for t in range(T):
+                dj = taps[t, 1]
+                off = taps[t, 0] * Wd + dj
+                lo = min(HW, max(0, -off))
+                hi = max(lo, HW - max(0, off))
+                dst = cols[c * T + t, n]
+                a = src[lo + off:hi + off]
+                b = dst[lo:hi]
+                for p in range(hi - lo):
+                    b[p] = a[p]
+                _zero_outside(dst, H, Wd, off, dj)
+
+
+@njit(cache=True, error_model="numpy", fastmath=False)
+def _col2im(cols, taps, dx3, cn, s, m, Wd):  # pragma: no cover - compiled
+    """dx[n, c, i, j] = sum_t dcols[c*T + t, n - s, (i - di_t) W + (j - dj_t)]  [eq:masked-conv-backward-x].
+
+    The overlap-add of the tap planes into ``dx3`` ((N, C, HW), or (C, N, HW) with ``cn``):
+    entries whose source pixel is outside the image are zeroed in ``cols`` (it is scratch),
+    then each plane is added with one flat shifted loop.
+    """
+    C = dx3.shape[0] if cn else dx3.shape[1]
+    HW = dx3.shape[2]
+    H = HW // Wd
+    T = taps.shape[0]
+    for n in range(m):
+        for c in range(C):
+            dst = dx3[c, s + n] if cn else dx3[s + n, c]
+            dst[:] = 0
+            for t in range(T):
+                dj = taps[t, 1]
+                off = taps[t, 0] * Wd + dj
+                lo = min(HW, max(0, -off))
+                hi = max(lo, HW - max(0, off))
+                plane = cols[c * T + t, n]
+                _zero_outside(plane, H, Wd, off, dj)
+                a = plane[lo:hi]
+                b = dst[lo + off:hi + off]
+                for p in range(hi - lo):
+                    b[p] += a[p]
+
+
+# ----------------------------------------------------------------------------- workspace
+class MaskedConvWorkspace:
+    """Named buffers reused across calls of one convolution layer (reallocated on a new shape)."""
+
+    def __init__(self):
+        self._buffers: dict[str, np.ndarray] = {}
+        self.generation = 0  # forward calls so far: a cache is valid only for the latest one
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A buffer of this shape and dtype (contents undefined), allocated only when it changes."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
+            buf = np.empty(shape, dtype)
+            self._buffers[name] = buf
+        return buf
+
+    def nbytes(self) -> int:
+        return int(sum(b.nbytes for b in self._buffers.values()))
+
+
+def _chunk(N, bytes_per_image):
+    """Images per gather: the buffer stays near the cache size, or all N when they fit."""
+    return int(min(N, max(1, _CHUNK_BYTES // max(1, bytes_per_image))))
+
+
+def _tick(ws):
+    if ws is None:
+        return 0
+    ws.generation += 1
+    return ws.generation
+
+
+def _buffer(ws, name, shape, dtype):
+    return np.empty(shape, dtype) if ws is None else ws.get(name, shape, dtype)
+
+
+# ----------------------------------------------------------------------------- checks
+def _float(a, name):
+    if not isinstance(a, np.ndarray):
+        a = np.asarray(a)
+    if a.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    return a
+
+
+def _check_forward_args(x, W, b, mask_type, layout="NCHW"):
+    mask_type = check_option(mask_type, "mask_type", _MASKS)
+    layout = check_option(layout, "layout", _LAYOUTS)
+    x, W, b = _float(x, "x"), _float(W, "W"), _float(b, "b")
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape {_SHAPES[layout]}, got {x.shape}")
+    if W.ndim != 3:
+        raise ValueError(f"W must be the packed weight of shape (C_out, C_in, T), got {W.shape} "
+                         "(use pack_masked_weight for a dense (C_out, C_in, k, k) weight)")
+    C_in = x.shape[1] if layout == "NCHW" else x.shape[0]
+    if W.shape[1] != C_in:
+        raise ValueError(f"W has C_in = {W.shape[1]} input channels but x {_SHAPES[layout]} has {C_in} "
+                         f"(shape {x.shape})")
+    if b.shape != (W.shape[0],):
+        raise ValueError(f"b must have shape ({W.shape[0]},), got {b.shape}")
+    for name, a in (("W", W), ("b", b)):
+        if a.dtype != x.dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but x has {x.dtype}; convert once with .astype")
+    k = kernel_size_from_taps(W.shape[2], mask_type)
+    return np.ascontiguousarray(x), np.ascontiguousarray(W), b, mask_type, k, layout
+
+
+# ----------------------------------------------------------------------------- forward / backward
+def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
+    """Masked convolution, stride 1, zero "same" padding ``[eq:masked-conv]``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H, W), float32 or float64
+        Or (C_in, N, H, W) with ``layout="CNHW"``.
+    W : ndarray of shape (C_out, C_in, T)
+        Packed causal taps (:func:`causal_taps` order), same dtype as ``x``.
+    b : ndarray of shape (C_out,)
+    mask_type : {"A", "B"}
+        A: the output at (i, j) sees only pixels strictly before (i, j) in raster order
+        ``[eq:mask-a]``; B: also (i, j) itself ``[eq:mask-b]``.
+    workspace : MaskedConvWorkspace or None
+        Reuse its buffers; ``y`` is then a workspace buffer, valid until its next forward.
+    layout : {"NCHW", "CNHW"}
+        Of ``x`` and ``y``.  "CNHW" (channels outermost) lets every GEMM span the whole
+        chunk of images and write ``y`` in place; "NCHW" costs a transposing copy of ``y``.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C_out, H, W), or (C_out, N, H, W) for "CNHW"; dtype of ``x``
+        :math:`y_{n,o,i,j} = b_o + \\sum_{c,t} W_{o,c,t}\\, x_{n,c,i+di_t,j+dj_t}`.
+    cache : tuple
+        For :func:`masked_conv2d_backward` (once).
+    """
+    x, W, b, mask_type, k, layout = _check_forward_args(x, W, b, mask_type, layout)
+    cn = layout == "CNHW"
+    C_out, C_in, T = W.shape
+    N, H, Wd = (x.shape[1] if cn else x.shape[0]), x.shape[2], x.shape[3]
+    HW, K = H * Wd, C_in * T
+    y = _buffer(workspace, "y", (C_out, N, H, Wd) if cn else (N, C_out, H, Wd), x.dtype)
+    cache = ["masked_conv2d", x, W, mask_type, layout, None, None, workspace, _tick(workspace)]
+    if k == 1 and mask_type == "B":  # pointwise: no gather
+        if cn:  # one GEMM for the batch
+            y2 = y.reshape(C_out, N * HW)
+            np.matmul(W.reshape(C_out, C_in), x.reshape(C_in, N * HW), out=y2)  # [eq:masked-conv]
+            y2 += b[:, None]
+        else:  # one GEMM per image
+            y3 = y.reshape(N, C_out, HW)
+            np.matmul(W.reshape(C_out, C_in), x.reshape(N, C_in, HW), out=y3)  # [eq:masked-conv]
+            y3 += b[:, None]
+        return y, cache
+    taps = _taps(k, mask_type)
+    nb = _chunk(N, (K + 1) * HW * x.itemsize)
+    cols = _buffer(workspace, "cols", (K + 1, nb, HW), x.dtype)
+    cols[K] = 1  # the ones row carries the bias
+    Wb = np.empty((C_out, K + 1), x.dtype)
+    Wb[:, :K] = W.reshape(C_out, K)
+    Wb[:, K] = b
+    x3 = x.reshape(x.shape[0], x.shape[1], HW)
+    Yc = None if cn else _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype)
+    for s in range(0, N, nb):
+        m = min(N, s + nb) - s
+        _im2col(x3, cn, s, m, Wd, taps, cols)
+        c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
+        if cn:  # straight into the column block of y
+            np.matmul(Wb, c2, out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])  # [eq:masked-conv]
+        else:
+            np.matmul(Wb, c2, out=Yc.reshape(C_out, nb * HW)[:, :m * HW])  # [eq:masked-conv]
+            np.copyto(y.reshape(N, C_out, HW)[s:s + m], Yc[:, :m].transpose(1, 0, 2))
+    cache[5:7] = taps, cols
+    return y, cache
+
+
+def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
+    """Gradients of :func:`masked_conv2d_forward` ``[eq:masked-conv-backward-x]`` ``[eq:masked-conv-backward-w]``.
+
+    Parameters
+    ----------
+    dy : ndarray of the shape of ``y``, (N, C_out, H, W) or (C_out, N, H, W) for "CNHW"
+        Upstream gradient, the dtype of the forward pass.
+    cache : list
+        From :func:`masked_conv2d_forward`; consumed (the gather buffer is reused for dX).
+    need_dx : bool
+        False skips :math:`dX` (first layer) and returns ``dx=None``.
+
+    Returns
+    -------
+    dx : ndarray of the shape of ``x``, or None
+        :math:`dx_{n,c,i,j} = \\sum_{o,t} W_{o,c,t}\\, dy_{n,o,i-di_t,j-dj_t}`.
+    dW : ndarray of shape (C_out, C_in, T)
+        :math:`\\sum_{n,i,j} dy_{n,o,i,j}\\, x_{n,c,i+di_t,j+dj_t}` (packed: masked taps
+        have no gradient because they are not parameters).
+    db : ndarray of shape (C_out,)
+    """
+    if not isinstance(cache, list) or len(cache) != 9 or cache[0] != "masked_conv2d":
+        raise TypeError("cache must be the cache returned by masked_conv2d_forward")
+    _, x, W, mask_type, layout, taps, cols, ws, generation = cache
+    if generation is None:
+        raise ValueError("this cache was already used by a backward pass (its gather buffer now holds "
+                         "dX scratch); run the forward again")
+    if ws is not None and ws.generation != generation:
+        raise ValueError("the workspace ran another forward pass since this cache was made; backward "
+                         "needs the cache of the latest forward of its workspace")
+    cn = layout == "CNHW"
+    C_out, C_in, T = W.shape
+    N, H, Wd = (x.shape[1] if cn else x.shape[0]), x.shape[2], x.shape[3]
+    HW, K = H * Wd, C_in * T
+    dy = _float(dy, "dy")
+    y_shape = (C_out, N, H, Wd) if cn else (N, C_out, H, Wd)
+    if dy.shape != y_shape:
+        raise ValueError(f"dy must have the shape of the forward output {y_shape}, got {dy.shape}")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"dy has dtype {dy.dtype} but the forward pass ran in {x.dtype}")
+    dy = np.ascontiguousarray(dy)
+    cache[8] = None  # consumed
+    dx = _buffer(ws, "dx", x.shape, x.dtype) if need_dx else None
+    if taps is None:  # pointwise
+        W2 = W.reshape(C_out, C_in)
+        if cn:
+            dy2, x2 = dy.reshape(C_out, N * HW), x.reshape(C_in, N * HW)
+            dW = np.matmul(dy2, x2.T).reshape(C_out, C_in, 1)  # [eq:masked-conv-backward-w]
+            db = np.matmul(dy2, np.ones(N * HW, x.dtype))
+            if need_dx:
+                _matmul_or_outer(W2.T, dy2, dx.reshape(C_in, N * HW))  # [eq:masked-conv-backward-x]
+        else:
+            dy3, x3 = dy.reshape(N, C_out, HW), x.reshape(N, C_in, HW)
+            part = _buffer(ws, "part", (N, C_out, C_in), x.dtype)
+            np.matmul(dy3, x3.transpose(0, 2, 1), out=part)  # [eq:masked-conv-backward-w]
+            dW = part.sum(axis=0).reshape(C_out, C_in, 1)
+            db = np.matmul(dy3, np.ones(HW, x.dtype)).sum(axis=0)
+            if need_dx:
+                _matmul_or_outer(W2.T, dy3, dx.reshape(N, C_in, HW))  # [eq:masked-conv-backward-x]
+        return dx, dW, db
+    nb = cols.shape[1]
+    dWb = np.zeros((C_out, K + 1), x.dtype)
+    WT = W.reshape(C_out, K).T
+    x3 = x.reshape(x.shape[0], x.shape[1], HW)
+    dx3 = dx.reshape(x3.shape) if need_dx else None
+    dYc = None if cn else _buffer(ws, "Yc", (C_out, nb, HW), x.dtype)
+    for s in range(0, N, nb):
+        m = min(N, s + nb) - s
+        if nb < N:  # the chunk's gather was overwritten: redo it
+            _im2col(x3, cn, s, m, Wd, taps, cols)
+        if cn:
+            dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
+        else:
+            np.copyto(dYc[:, :m], dy.reshape(N, C_out, HW)[s:s + m].transpose(1, 0, 2))
+            dY = dYc.reshape(C_out, nb * HW)[:, :m * HW]
+        c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
+        dWb += np.matmul(dY, c2.T)  # dY cols^T  [eq:masked-conv-backward-w]
+        if need_dx:
+            np.matmul(WT, dY, out=c2[:K])  # W^T dY, over the gather  [eq:masked-conv-backward-x]
+            _col2im(cols, taps, dx3, cn, s, m, Wd)
+    dW = np.ascontiguousarray(dWb[:, :K]).reshape(C_out, C_in, T)
+    db = dWb[:, K].copy()  # the ones row: sum of dy
+    return dx, dW, db
+
+
+def _matmul_or_outer(A, B, out):
+    """``out = A @ B`` (stacked over a leading axis of B), with the K = 1 case as a broadcast product."""
+    if A.shape[1] == 1:  # an outer product: BLAS is slow at K = 1
+        np.multiply(A, B, out=out)
+    else:
+        np.matmul(A, B, out=out)
+
+
+# ----------------------------------------------------------------------------- NumPy references
+def masked_conv2d_forward_reference(x, W, b, mask_type) -> np.ndarray:
+    """Dense convolution with the masked weight, one einsum per tap of the full k x k kernel.
+
+    The plain definition ``[eq:masked-conv]`` with :math:`W \\odot M` ``[eq:mask-a]``
+    ``[eq:mask-b]``; same arguments and result as :func:`masked_conv2d_forward`.
+    """
+    x, W, b, mask_type, k, _ = _check_forward_args(x, W, b, mask_type)
+    Wf = unpack_masked_weight(W, mask_type)
+    H, Wd, r = x.shape[2], x.shape[3], k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
+    y = np.broadcast_to(b[None, :, None, None], (x.shape[0], W.shape[0], H, Wd)).copy()
+    for a in range(k):
+        for c in range(k):
+            y += np.einsum("oi,nihw->nohw", Wf[:, :, a, c], xp[:, :, a:a + H, c:c + Wd])
+    return y
+
+
+def masked_conv2d_backward_reference(dy, x, W, mask_type):
+    """``(dx, dW, db)`` by the dense definitions ``[eq:masked-conv-backward-x]`` ``[eq:masked-conv-backward-w]``."""
+    x, W, _, mask_type, k, _ = _check_forward_args(x, W, np.zeros(np.shape(W)[0], np.asarray(W).dtype), mask_type)
+    dy = _float(dy, "dy")
+    H, Wd, r = x.shape[2], x.shape[3], k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
+    Wf = unpack_masked_weight(W, mask_type)
+    dWf = np.zeros_like(Wf)
+    dxp = np.zeros_like(xp)
+    for a in range(k):
+        for c in range(k):
+            dWf[:, :, a, c] = np.einsum("nohw,nihw->oi", dy, xp[:, :, a:a + H, c:c + Wd])
+            dxp[:, :, a:a + H, c:c + Wd] += np.einsum("oi,nohw->nihw", Wf[:, :, a, c], dy)
+    dW = pack_masked_weight(dWf, mask_type)
+    return dxp[:, :, r:r + H, r:r + Wd], dW, dy.sum(axis=(0, 2, 3))
