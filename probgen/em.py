@@ -10,8 +10,9 @@ when it changes by less than ``tol`` and shows a progress bar.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

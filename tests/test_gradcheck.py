@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from probgen.nn import losses as L
-from probgen.nn.gradcheck import (GradcheckError, GradcheckReport, gradcheck, numerical_gradient,
-                                  numerical_vjp, relative_error)
+from probgen.nn.gradcheck import (
+    GradcheckError,
+    GradcheckReport,
+    gradcheck,
+    numerical_gradient,
+    numerical_vjp,
+    relative_error,
+)
 from probgen.nn.layers import mlp
 
 

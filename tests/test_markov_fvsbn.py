@@ -24,7 +24,7 @@ def _data(N, D, seed=0, p=0.4):
 def _random_model(kind, D, seed=0, scale=0.7, dtype=np.float64):
     rng = np.random.default_rng(seed)
     model = {"markov": MarkovChain(rng=seed, dtype=dtype), "fvsbn": FVSBN(rng=seed, dtype=dtype)}[kind].build(D)
-    for name, p in model.named_parameters().items():
+    for _name, p in model.named_parameters().items():
         p[...] = scale * rng.standard_normal(p.shape)
     if kind == "fvsbn":
         model.named_parameters()["W"][...] = np.tril(model.named_parameters()["W"], -1)

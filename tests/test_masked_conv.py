@@ -5,10 +5,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probgen.kernels.masked_conv import (MaskedConvWorkspace, causal_taps, conv_mask, kernel_size_from_taps,
-                                         masked_conv2d_backward, masked_conv2d_backward_reference,
-                                         masked_conv2d_forward, masked_conv2d_forward_reference, n_causal_taps,
-                                         pack_masked_weight, unpack_masked_weight)
+from probgen.kernels.masked_conv import (
+    MaskedConvWorkspace,
+    causal_taps,
+    conv_mask,
+    kernel_size_from_taps,
+    masked_conv2d_backward,
+    masked_conv2d_backward_reference,
+    masked_conv2d_forward,
+    masked_conv2d_forward_reference,
+    n_causal_taps,
+    pack_masked_weight,
+    unpack_masked_weight,
+)
 
 KS = (1, 3, 5, 7)
 

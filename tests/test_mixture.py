@@ -394,7 +394,7 @@ def test_degenerate_data_fits_thanks_to_reg_covar(ct, init):
         "K > distinct points": np.repeat(rng.normal(size=(2, 3)), 3, axis=0),
         "all points equal": np.ones((6, 3)),
     }
-    for name, X in cases.items():
+    for _name, X in cases.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gm = GaussianMixture(4, covariance_type=ct, init_params=init, rng=0, max_iter=30).fit(X)

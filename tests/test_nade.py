@@ -10,8 +10,15 @@ from scipy import stats
 
 import probgen.models.nade as nade_mod
 from probgen._validation import NotFittedError
-from probgen.models.nade import (NADE, nade_logits, nade_logits_reference, nade_loss_and_grads,
-                                 nade_loss_and_grads_reference, nade_sample, nade_sample_reference)
+from probgen.models.nade import (
+    NADE,
+    nade_logits,
+    nade_logits_reference,
+    nade_loss_and_grads,
+    nade_loss_and_grads_reference,
+    nade_sample,
+    nade_sample_reference,
+)
 from probgen.nn.gradcheck import gradcheck, relative_error
 
 

@@ -333,7 +333,7 @@ def test_float32_is_preserved_by_every_pair():
 
 def test_every_backward_checks_the_upstream_shape_and_dtype():
     x = np.random.default_rng(11).standard_normal((3, 4))
-    for name, y, cache, bwd in _all_pairs(x):
+    for _name, y, cache, bwd in _all_pairs(x):
         bad = np.ones(y.shape[:-1] + (1,)) if y.ndim > 1 else np.ones((1,) + y.shape)
         with pytest.raises(ValueError, match="shape"):
             bwd(bad, cache)

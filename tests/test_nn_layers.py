@@ -6,8 +6,7 @@ import pytest
 from probgen.nn import init as I
 from probgen.nn import losses as L
 from probgen.nn.gradcheck import gradcheck, numerical_vjp, relative_error
-from probgen.nn.layers import (LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Softplus, Tanh,
-                               mlp)
+from probgen.nn.layers import LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Softplus, Tanh, mlp
 
 TOL_TORCH = 1e-12
 FD = dict(eps=1e-3, order=4)

@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import (NotFittedError, check_array, check_dtype, check_nonnegative_float, check_positive_float,
-                           check_positive_int, check_rng)
-from ..io import load_npz_json, rng_state, save_npz_json, set_rng_state
+from .._validation import (
+    NotFittedError,
+    check_array,
+    check_dtype,
+    check_nonnegative_float,
+    check_positive_float,
+    check_positive_int,
+    check_rng,
+)
+from ..io import rng_state, set_rng_state
 from ..nn.losses import bernoulli_nll_forward
 from . import _training
+from ._persist import load_model, save_model
 
 __all__ = ["BinaryAutoregressive", "check_binary"]
 
@@ -261,29 +269,17 @@ class BinaryAutoregressive:
     def save(self, path):
         """Parameters, configuration, history and generator state to one ``.npz`` (atomic, no pickle)."""
         self._check_built()
-        save_npz_json(path, self._params, {"format": f"probgen.{type(self).__name__}", "config": self._config(),
-                                           "history": self.history_, "rng": rng_state(self._rng)})
+        save_model(self, path, rng=rng_state(self._rng))
+
+    @classmethod
+    def _from_config(cls, cfg):
+        D = cfg.pop("n_features")
+        return cls(**cfg).build(D)
 
     @classmethod
     def load(cls, path):
         """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        arrays, meta = load_npz_json(path)
-        if meta.get("format") != f"probgen.{cls.__name__}":
-            raise ValueError(f"{path} is not a saved {cls.__name__} (format {meta.get('format')!r})")
-        cfg = dict(meta.get("config") or {})
-        try:
-            D = cfg.pop("n_features")
-            model = cls(**cfg).build(D)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: invalid {cls.__name__} configuration {meta.get('config')!r}: {exc}") from None
-        if set(arrays) != set(model._params):
-            raise ValueError(f"{path}: parameters {sorted(arrays)} do not match {sorted(model._params)}")
-        for name, a in arrays.items():
-            own = model._params[name]
-            if a.shape != own.shape or a.dtype != own.dtype or not np.all(np.isfinite(a)):
-                raise ValueError(f"{path}: parameter {name!r} has shape {a.shape}, dtype {a.dtype} (expected "
-                                 f"{own.shape}, {own.dtype}) or non-finite values")
-            np.copyto(own, a)
+        model, meta = load_model(cls, path)
         if meta.get("rng") is not None:
             try:
                 bit_generator = getattr(np.random, str(meta["rng"].get("bit_generator")), None)
@@ -292,5 +288,4 @@ class BinaryAutoregressive:
                 model._rng = set_rng_state(np.random.Generator(bit_generator()), meta["rng"])
             except (AttributeError, TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: unusable generator state: {exc}") from None
-        model.history_ = meta.get("history")
         return model

@@ -16,15 +16,14 @@ from .._validation import (
     check_positive_int,
     check_rng,
 )
-from ..io import load_npz_json, save_npz_json
 from ..nn.layers import mlp
 from ..nn.losses import mse_backward, mse_forward
 from . import _training
+from ._persist import load_model, save_model
 from .vae import _check_hidden
 
 __all__ = ["Autoencoder"]
 
-_FORMAT = "probgen.Autoencoder"
 
 
 class Autoencoder:
@@ -172,22 +171,14 @@ class Autoencoder:
     # ------------------------------------------------------------------ persistence
     def save(self, path):
         """Parameters and configuration to one ``.npz`` (atomic, no pickle)."""
-        save_npz_json(path, self.named_parameters(), {"format": _FORMAT, "config": self._config(),
-                                                      "history": self.history_})
+        save_model(self, path)
 
     @classmethod
-    def load(cls, path) -> "Autoencoder":
-        """A model read back from :meth:`save`."""
-        arrays, meta = load_npz_json(path)
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved {cls.__name__} (format {meta.get('format')!r})")
-        cfg = dict(meta["config"])
+    def _from_config(cls, cfg):
         D = cfg.pop("n_features")
-        model = cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
-        own = model.named_parameters()
-        if set(arrays) != set(own):
-            raise ValueError(f"{path}: parameters {sorted(arrays)} do not match {sorted(own)}")
-        model.encoder.load_parameters({k[8:]: v for k, v in arrays.items() if k.startswith("encoder.")})
-        model.decoder.load_parameters({k[8:]: v for k, v in arrays.items() if k.startswith("decoder.")})
-        model.history_ = meta.get("history")
-        return model
+        return cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
+
+    @classmethod
+    def load(cls, path) -> Autoencoder:
+        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
+        return load_model(cls, path)[0]

@@ -22,23 +22,19 @@ are named ``<layer>.W`` (packed causal taps, shape (C_out, C_in, T)) and ``<laye
 """
 from __future__ import annotations
 
-
 import numpy as np
 from numba import njit
 
 from .._validation import NotFittedError, check_dtype, check_positive_int, check_rng
-from ..io import load_npz_json, save_npz_json
-from ..kernels.masked_conv import (MaskedConvWorkspace, masked_conv2d_backward, masked_conv2d_forward,
-                                   n_causal_taps)
+from ..kernels.masked_conv import MaskedConvWorkspace, masked_conv2d_backward, masked_conv2d_forward, n_causal_taps
 from ..nn.functional import log_softmax, sigmoid
 from ..nn.init import he_normal
-from ..nn.losses import (bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward,
-                         categorical_nll_forward)
+from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
 from . import _training
+from ._persist import load_model, save_model
 
 __all__ = ["PixelCNN", "network_forward", "network_backward", "layer_specs"]
 
-_FORMAT = "probgen.PixelCNN"
 _EVAL_CHUNK = 64  # images per forward pass when scoring or sampling
 
 
@@ -421,27 +417,14 @@ class PixelCNN:
     def save(self, path):
         """Write the parameters and configuration to ``path`` (one ``.npz``, atomic, no pickle)."""
         self._check_built()
-        save_npz_json(path, self._params, {"format": _FORMAT, "config": self._config(), "history": self.history_})
+        save_model(self, path)
 
     @classmethod
-    def load(cls, path) -> "PixelCNN":
+    def _from_config(cls, cfg):
+        cfg["image_shape"] = tuple(cfg["image_shape"])
+        return cls(**cfg).build()
+
+    @classmethod
+    def load(cls, path) -> PixelCNN:
         """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        arrays, meta = load_npz_json(path)
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved {cls.__name__} (format {meta.get('format')!r})")
-        cfg = dict(meta.get("config") or {})
-        try:
-            cfg["image_shape"] = tuple(cfg["image_shape"])
-            model = cls(**cfg).build()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: invalid PixelCNN configuration {cfg!r}: {exc}") from None
-        if set(arrays) != set(model._params):
-            raise ValueError(f"{path}: parameters {sorted(arrays)} do not match the architecture "
-                             f"{sorted(model._params)}")
-        for name, a in arrays.items():
-            if a.shape != model._params[name].shape or not np.all(np.isfinite(a)):
-                raise ValueError(f"{path}: parameter {name!r} has shape {a.shape} (expected "
-                                 f"{model._params[name].shape}) or non-finite values")
-            np.copyto(model._params[name], a, casting="same_kind")
-        model.history_ = meta.get("history")
-        return model
+        return load_model(cls, path)[0]

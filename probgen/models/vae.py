@@ -20,10 +20,10 @@ from .._validation import (
     check_positive_int,
     check_rng,
 )
-from ..io import load_npz_json, save_npz_json
 from ..nn.functional import sigmoid
 from ..nn.init import initialize
 from . import _training
+from ._persist import load_model, save_model
 from ._vae_backward import (
     VAESpec,
     Workspace,
@@ -37,7 +37,6 @@ from ._vae_eval import elbo_estimates, importance_log_likelihood
 
 __all__ = ["VAE"]
 
-_FORMAT = "probgen.VAE"
 
 
 def _check_hidden(hidden) -> tuple:
@@ -367,25 +366,14 @@ class VAE:
     def save(self, path):
         """Write the parameters and configuration to ``path`` (one ``.npz``, atomic, no pickle)."""
         self._check_built()
-        save_npz_json(path, self._params, {"format": _FORMAT, "config": self._config(),
-                                           "history": self.history_})
+        save_model(self, path)
 
     @classmethod
-    def load(cls, path) -> "VAE":
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        arrays, meta = load_npz_json(path)
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a saved {cls.__name__} (format {meta.get('format')!r})")
-        cfg = dict(meta["config"])
+    def _from_config(cls, cfg):
         D = cfg.pop("n_features")
-        model = cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
-        if set(arrays) != set(model._params):
-            raise ValueError(f"{path}: parameters {sorted(arrays)} do not match the architecture "
-                             f"{sorted(model._params)}")
-        for name, a in arrays.items():
-            if a.shape != model._params[name].shape or not np.all(np.isfinite(a)):
-                raise ValueError(f"{path}: parameter {name!r} has shape {a.shape} (expected "
-                                 f"{model._params[name].shape}) or non-finite values")
-            np.copyto(model._params[name], a, casting="same_kind")
-        model.history_ = meta.get("history")
-        return model
+        return cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
+
+    @classmethod
+    def load(cls, path) -> VAE:
+        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
+        return load_model(cls, path)[0]

@@ -13,11 +13,9 @@
 The derivations are in ``docs/nn.md``.
 """
 from . import functional, init, losses
-from .gradcheck import (GradcheckError, GradcheckReport, gradcheck, numerical_gradient,
-                        numerical_vjp, relative_error)
+from .gradcheck import GradcheckError, GradcheckReport, gradcheck, numerical_gradient, numerical_vjp, relative_error
 from .init import glorot_normal, glorot_uniform, he_normal, he_uniform
-from .layers import (ACTIVATIONS, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Softplus,
-                     Tanh, mlp)
+from .layers import ACTIVATIONS, LeakyReLU, Linear, Module, ReLU, Sequential, Sigmoid, Softplus, Tanh, mlp
 from .optim import SGD, Adam, Optimizer, adam_update, adam_update_reference
 
 __all__ = [

@@ -12,8 +12,8 @@ Stencils ``[eq:central-difference]`` (``order=2``, error :math:`O(h^2)`) and
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -61,7 +61,7 @@ class Module:
         self._cache = None
 
     # -- structure ---------------------------------------------------------------
-    def children(self) -> dict[str, "Module"]:
+    def children(self) -> dict[str, Module]:
         """Named sub-modules, in order (none for a leaf layer)."""
         return {}
 

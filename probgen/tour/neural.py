@@ -54,12 +54,12 @@ def run_autoregressive(data, out, *, rng, quick: bool, progress: bool) -> Sectio
     plotting.curves(curves, xlabel="epoch", ylabel="held-out NLL (nats)",
                     title="Autoregressive models: held-out NLL while training", path=out / "ar_curves.png")
     sec.figures.append(("ar_curves.png", "Held-out negative log-likelihood per epoch."))
-    for name, model, images in (("nade", nade, False), ("pixelcnn", pcnn, True)):
+    for name, model in (("NADE", nade), ("PixelCNN", pcnn)):
         s = model.sample(64, rng=rng)
+        fname = f"{name.lower()}_samples.png"
         plotting.image_grid(np.asarray(s, dtype=float).reshape(-1, side, side), nrow=8,
-                            title=f"{name} samples", path=out / f"{name}_samples.png")
-        sec.figures.append((f"{name}_samples.png", f"Samples from {name.upper() if name == 'nade' else 'PixelCNN'}, "
-                                                   "drawn pixel by pixel."))
+                            title=f"{name} samples", path=out / fname)
+        sec.figures.append((fname, f"Samples from {name}, drawn pixel by pixel."))
     sec.text = ("Exact log-likelihoods: each model factorises p(x) by the chain rule in raster order, so the "
                 "held-out numbers are exact, not bounds.")
     return sec
