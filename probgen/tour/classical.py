@@ -62,7 +62,7 @@ def run(data, out, *, rng, quick: bool, progress: bool) -> Section:
     sec.figures.append(("gmm_samples.png", "Samples from the chosen Gaussian mixture (clipped to [0,1])."))
 
     # --- PPCA: closed form for several M (M by BIC), EM against the closed form ----------
-    ms = [2, 5, 10, 20] if quick else [2, 5, 10, 15, 20, 30, 40]
+    ms = [2, 5, 10, 20] if quick else [2, 5, 10, 15, 20, 30, 40, 50, 60]
     ppcas = [PPCA(m).fit(Xtr) for m in ms]
     pbics = [_ppca_bic(p, Xtr) for p in ppcas]
     pbest = int(np.argmin(pbics))
