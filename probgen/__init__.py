@@ -9,7 +9,7 @@ from . import datasets, distributions, em, kernels, nn
 from ._validation import NotFittedError
 from .linear_latent import PPCA
 from .mixture import GaussianMixture
-from .models import FVSBN, NADE, VAE, Autoencoder, MarkovChain, PixelCNN, count_parameters
+from .models import FVSBN, NADE, VAE, Autoencoder, MarkovChain, PixelCNN, PixelRNN, count_parameters
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "FVSBN",
     "NADE",
     "PixelCNN",
+    "PixelRNN",
     "count_parameters",
     "datasets",
     "distributions",

@@ -4,6 +4,7 @@ from .fvsbn import FVSBN
 from .markov import MarkovChain, count_parameters
 from .nade import NADE
 from .pixelcnn import PixelCNN
+from .pixelrnn import PixelRNN
 from .vae import VAE
 
-__all__ = ["Autoencoder", "VAE", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "count_parameters"]
+__all__ = ["Autoencoder", "VAE", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "PixelRNN", "count_parameters"]

@@ -21,7 +21,7 @@ def _budget(quick: bool, full: int, small: int) -> int:
 
 def run_autoregressive(data, out, *, rng, quick: bool, progress: bool) -> Section:
     from .. import plotting
-    from ..models import FVSBN, NADE, MarkovChain, PixelCNN
+    from ..models import FVSBN, NADE, MarkovChain, PixelCNN, PixelRNN
 
     sec = Section("Autoregressive models on binarised digits (exact likelihood)")
     Xtr, Xte = data.train_bin, data.test_bin
@@ -51,10 +51,16 @@ def run_autoregressive(data, out, *, rng, quick: bool, progress: bool) -> Sectio
                         f"{sum(p.size for p in pcnn.named_parameters().values())} parameters"))
     curves["PixelCNN"] = pcnn.history_["validation_nll"]
 
+    prnn = PixelRNN((side, side), hidden=_budget(quick, 64, 16), levels=2, rng=rng)
+    prnn.fit(img_tr, epochs=_budget(quick, 30, 3), batch_size=32, lr=3e-3, validation=img_te, progress=progress)
+    sec.rows.append(Row(f"PixelRNN (one LSTM layer, {prnn.hidden} units)", BIN, "exact", float(prnn.score(img_te)),
+                        f"{sum(p.size for p in prnn.named_parameters().values())} parameters"))
+    curves["PixelRNN"] = prnn.history_["validation_nll"]
+
     plotting.curves(curves, xlabel="epoch", ylabel="held-out NLL (nats)",
                     title="Autoregressive models: held-out NLL while training", path=out / "ar_curves.png")
     sec.figures.append(("ar_curves.png", "Held-out negative log-likelihood per epoch."))
-    for name, model in (("NADE", nade), ("PixelCNN", pcnn)):
+    for name, model in (("NADE", nade), ("PixelCNN", pcnn), ("PixelRNN", prnn)):
         s = model.sample(64, rng=rng)
         fname = f"{name.lower()}_samples.png"
         plotting.image_grid(np.asarray(s, dtype=float).reshape(-1, side, side), nrow=8,
