@@ -1,10 +1,11 @@
 """Neural generative models built on :mod:`probgen.nn` (hand-written backward passes)."""
 from .ae import Autoencoder
 from .fvsbn import FVSBN
+from .gan import GAN
 from .markov import MarkovChain, count_parameters
 from .nade import NADE
 from .pixelcnn import PixelCNN
 from .pixelrnn import PixelRNN
 from .vae import VAE
 
-__all__ = ["Autoencoder", "VAE", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "PixelRNN", "count_parameters"]
+__all__ = ["Autoencoder", "VAE", "GAN", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "PixelRNN", "count_parameters"]
