@@ -9,7 +9,7 @@ from . import datasets, distributions, em, kernels, nn
 from ._validation import NotFittedError
 from .linear_latent import PPCA
 from .mixture import GaussianMixture
-from .models import FVSBN, GAN, NADE, VAE, Autoencoder, MarkovChain, PixelCNN, PixelRNN, count_parameters
+from .models import FVSBN, GAN, NADE, VAE, VQVAE, Autoencoder, MarkovChain, PixelCNN, PixelRNN, count_parameters
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "NADE",
     "PixelCNN",
     "PixelRNN",
+    "VQVAE",
     "count_parameters",
     "datasets",
     "distributions",

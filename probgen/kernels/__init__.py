@@ -1,4 +1,5 @@
 """Numba kernels, each beside the plain-NumPy ``*_reference`` twin that defines its meaning."""
+from .codebook import nearest_codebook, nearest_codebook_reference
 from .masked_conv import (
     masked_conv2d_backward,
     masked_conv2d_backward_reference,
@@ -27,4 +28,6 @@ __all__ = [
     "masked_conv2d_backward",
     "masked_conv2d_forward_reference",
     "masked_conv2d_backward_reference",
+    "nearest_codebook",
+    "nearest_codebook_reference",
 ]

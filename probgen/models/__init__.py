@@ -7,5 +7,6 @@ from .nade import NADE
 from .pixelcnn import PixelCNN
 from .pixelrnn import PixelRNN
 from .vae import VAE
+from .vqvae import VQVAE
 
-__all__ = ["Autoencoder", "VAE", "GAN", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "PixelRNN", "count_parameters"]
+__all__ = ["Autoencoder", "VAE", "GAN", "MarkovChain", "FVSBN", "NADE", "PixelCNN", "PixelRNN", "VQVAE", "count_parameters"]

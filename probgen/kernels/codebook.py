@@ -1,0 +1,200 @@
+"""Nearest-codebook search (the VQ-VAE quantiser): a BLAS screen plus a Numba argmin, beside its
+NumPy ``*_reference`` twin.
+
+For every row ``x_n`` the index of the nearest code vector ``e_k`` in squared Euclidean distance
+``[eq:vq-nearest]``.  Because ``|x - e_k|^2 = |x|^2 + |e_k|^2 - 2 x.e_k`` and ``|x|^2`` does not
+depend on ``k``, the argmin only needs the scores ``s_nk = 1/2 |e_k|^2 - x_n.e_k``
+``[eq:vq-nearest-score]``, whose bulk is one matrix product.  The search therefore runs in chunks
+of rows, with a (rows, K) score buffer of about 8 MiB allocated once (the N x K distance matrix
+is never held):
+
+1. one BLAS GEMM gives the chunk's scores, ``[x, 1] @ [-e_k, |e_k|^2 / 2]^T`` (the half norms ride
+   along as an extra column, so no separate pass adds them);
+2. ``np.argmin`` over each row of the buffer (NumPy's SIMD argmin);
+3. a serial Numba pass that counts the codes whose score lies within a proven rounding bound of
+   the row's minimum ``[eq:vq-screen-bound]`` and re-scores every such code *exactly*: the squared
+   distance summed directly in float64.  The answer is the lowest index among the codes with the
+   smallest direct distance -- ties resolve to the lowest index, as ``np.argmin`` does -- and the
+   returned distance is that direct sum (cast to the working dtype), which restores the dropped
+   ``|x|^2`` without the cancellation of ``|x|^2 + 2 s_nk`` (that form can even come out
+   negative in float32 when ``x`` sits on a code).
+
+Usually a single code survives the screen, so step 3 costs one vectorised comparison per score
+next to the GEMM's D multiply-adds.  Step 3 is serial on purpose: a ``prange`` pass wedged between
+BLAS calls lets Numba's spinning workers steal the cores from BLAS (PERFORMANCE.md, pitfall 1);
+the rows are already parallel inside the GEMM.  Results do not depend on the chunk size or on the
+number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .._validation import check_array
+
+__all__ = ["nearest_codebook", "nearest_codebook_reference"]
+
+# GEMM chunk: a (rows, K) score buffer of about 8 MiB (4096 rows at K = 512, float32).  Measured on
+# 2 cores: 1 MiB chunks are ~5% faster single-threaded but 3x slower with 2 BLAS threads, which
+# synchronise once per GEMM call.
+_CHUNK_BYTES = 1 << 23
+_MIN_ROWS, _MAX_ROWS = 256, 4096
+
+
+@njit(cache=True, error_model="numpy", fastmath=False)
+def _squared_distance(x, n, codebook, k):
+    """``sum_d (x[n, d] - codebook[k, d])^2`` summed in float64, d = 0..D-1 ``[eq:vq-nearest]``."""
+    dist = 0.0
+    for d in range(x.shape[1]):
+        diff = np.float64(x[n, d]) - np.float64(codebook[k, d])
+        dist += diff * diff
+    return dist
+
+
+@njit(parallel=False, cache=True, error_model="numpy", fastmath=False)
+def _refine_chunk(x, codebook, scores, first, slack, start, indices, distances):
+    """Finish rows ``start : start + B`` of the search from their GEMM scores.
+
+    ``scores[t, k]`` approximates ``s_k = |e_k|^2 / 2 - x_{start+t} . e_k`` ``[eq:vq-nearest-score]``
+    (computed by BLAS in the input dtype), ``first[t]`` is its argmin and ``slack[start + t]`` the
+    float64 screening margin ``[eq:vq-screen-bound]``.  Every code with
+    ``s_k <= s_first + slack`` has its squared distance summed directly in float64, in the order
+    d = 0..D-1 ``[eq:vq-nearest]``; the smallest wins, the lowest index on ties.  Usually only
+    ``first`` survives, and the pass costs one vectorised comparison per score.
+    """
+    B, K = scores.shape
+    thr_box = np.empty(1, dtype=scores.dtype)  # the threshold in the scores' dtype, rounded up
+    for t in range(B):
+        n = start + t
+        threshold = np.float64(scores[t, first[t]]) + slack[n]
+        thr_box[0] = threshold
+        if thr_box[0] < threshold:
+            thr_box[0] = np.nextafter(thr_box[0], np.inf)
+        thr = thr_box[0]
+        n_candidates = 0
+        for k in range(K):
+            n_candidates += scores[t, k] <= thr
+        best_k = first[t]
+        if n_candidates <= 1:  # the usual case: only the GEMM's argmin survives the screen
+            best_dist = _squared_distance(x, n, codebook, best_k)
+        else:
+            best_dist = np.inf
+            for k in range(K):
+                if scores[t, k] <= thr:
+                    dist = _squared_distance(x, n, codebook, k)
+                    if dist < best_dist:  # strict: an equal distance keeps the lower index
+                        best_dist = dist
+                        best_k = k
+        indices[n] = best_k
+        distances[n] = best_dist
+
+
+def _screen_slack(x_norm, D, dtype, half_sq_norm):
+    """Per-row screening margin, ``4 delta_n``, float64 ``[eq:vq-screen-bound]``.
+
+    The GEMM computes each score as a dot product of length D + 1 in the working precision (unit
+    roundoff ``u``); in whatever order BLAS sums, ``|fl(a.b) - a.b| <= gamma_{D+1} sum_i |a_i b_i|``
+    with ``gamma_m = m u / (1 - m u)``, and ``sum_i |a_i b_i| <= |x_n| |e_k| + |e_k|^2 / 2``.
+    Rounding ``|e_k|^2 / 2`` to the working dtype adds ``u |e_k|^2 / 2``.  So every computed score
+    is within ``delta_n = gamma_{D+2} (|x_n| E + E^2 / 2)`` of the exact one (``E = max_k |e_k|``),
+    and the exact argmin scores at most ``2 delta_n`` above the computed minimum.  The margin
+    doubles that again, to absorb the float64 rounding of the norms themselves, and an absolute
+    ``(D + 2)`` smallest subnormals covers products that underflow (where relative bounds fail).
+    """
+    u = np.finfo(dtype).eps / 2.0
+    gamma = (D + 2) * u / (1.0 - (D + 2) * u)
+    E = np.sqrt(2.0 * half_sq_norm.max())
+    tiny = (D + 2) * float(np.finfo(dtype).smallest_subnormal)
+    return 4.0 * gamma * (x_norm * E + 0.5 * E * E) + 4.0 * tiny
+
+
+def nearest_codebook(x, codebook, *, return_distances: bool = False):
+    """Index of the nearest code vector for every row, in squared Euclidean distance.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+        Query vectors (e.g. encoder outputs ``z_e``), float32 or float64, finite.  N may be 0.
+    codebook : ndarray of shape (K, D)
+        Code vectors ``e_k``, K >= 1, finite.
+    return_distances : bool
+        Also return the squared distance to the chosen code.
+
+    Returns
+    -------
+    indices : ndarray of shape (N,), int64
+        ``argmin_k |x_n - e_k|^2`` ``[eq:vq-nearest]``; ties go to the lowest index.
+    distances : ndarray of shape (N,), only if ``return_distances``
+        ``min_k |x_n - e_k|^2`` in the common dtype of ``x`` and ``codebook`` (float32 only if
+        both are float32).
+
+    Notes
+    -----
+    The argmin uses the scores ``s_nk = |e_k|^2 / 2 - x_n . e_k`` ``[eq:vq-nearest-score]``:
+    ``|x_n|^2`` is dropped because it is the same for every k.  The scores come from a chunked
+    BLAS GEMM (one ~8 MiB buffer, never the N x K matrix); every code whose score is within a
+    proven rounding bound of the row's minimum ``[eq:vq-screen-bound]`` is re-scored by summing ``(x_nd - e_kd)^2`` directly in float64, and
+    that direct sum decides the argmin and is the returned distance (``|x_n|^2`` is thus restored
+    without the cancellation of ``|x_n|^2 + 2 s_nk``).  Near-ties closer than the float64
+    rounding of that sum (relative ~ D 1e-16) may resolve either way; exact ties, such as
+    duplicated code vectors, always give the lowest index.
+    """
+    x = check_array(x, "x", dtype=None, min_rows=0)
+    codebook = check_array(codebook, "codebook", dtype=None)
+    if codebook.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"x and codebook must have the same number of columns D: x has shape {x.shape}, "
+            f"codebook has shape {codebook.shape}"
+        )
+    dtype = np.promote_types(x.dtype, codebook.dtype)
+    x = x.astype(dtype, copy=False)
+    codebook = codebook.astype(dtype, copy=False)
+    N, D = x.shape
+    K = codebook.shape[0]
+    half_sq_norm = 0.5 * np.einsum("kd,kd->k", codebook, codebook, dtype=np.float64)
+    big = float(np.finfo(dtype).max) / 4.0
+    if half_sq_norm.max() > big:
+        raise ValueError(f"codebook has vectors whose squared norm overflows {dtype}; rescale it")
+    indices = np.empty(N, dtype=np.int64)
+    distances = np.empty(N, dtype=np.float64)
+    if N:
+        x_sq_norm = np.einsum("nd,nd->n", x, x, dtype=np.float64)
+        if x_sq_norm.max() > big:
+            raise ValueError(f"x has rows whose squared norm overflows {dtype}; rescale it")
+        slack = _screen_slack(np.sqrt(x_sq_norm), D, dtype, half_sq_norm)
+        rows = min(N, max(_MIN_ROWS, min(_MAX_ROWS, _CHUNK_BYTES // (K * dtype.itemsize))))
+        # scores as one GEMM [eq:vq-nearest-score]: [x, 1] . [-e_k, |e_k|^2 / 2]
+        x_aug = np.empty((rows, D + 1), dtype=dtype)
+        x_aug[:, D] = 1.0
+        codebook_aug_t = np.empty((K, D + 1), dtype=dtype)
+        np.negative(codebook, out=codebook_aug_t[:, :D])
+        codebook_aug_t[:, D] = half_sq_norm
+        codebook_aug_t = codebook_aug_t.T  # an F-ordered view: BLAS reads it transposed, no copy
+        scores = np.empty((rows, K), dtype=dtype)
+        for start in range(0, N, rows):
+            B = min(N, start + rows) - start
+            x_aug[:B, :D] = x[start : start + B]
+            np.dot(x_aug[:B], codebook_aug_t, out=scores[:B])
+            first = np.argmin(scores[:B], axis=1)
+            _refine_chunk(x, codebook, scores[:B], first, slack, start, indices, distances)
+    if return_distances:
+        return indices, distances.astype(dtype, copy=False)
+    return indices
+
+
+def nearest_codebook_reference(x, codebook, *, return_distances: bool = False):
+    """Plain-NumPy twin of :func:`nearest_codebook` (brute force, no checks).
+
+    Forms the full (N, K) matrix of squared distances ``sum_d (x_nd - e_kd)^2`` in float64
+    ``[eq:vq-nearest]`` and takes ``np.argmin`` (lowest index on ties).
+    """
+    x = np.asarray(x)
+    codebook = np.asarray(codebook)
+    dtype = np.promote_types(x.dtype, codebook.dtype)
+    diff = x.astype(np.float64)[:, None, :] - codebook.astype(np.float64)[None, :, :]
+    sq_dist = np.sum(diff * diff, axis=2)
+    indices = np.argmin(sq_dist, axis=1).astype(np.int64) if x.shape[0] else np.empty(0, np.int64)
+    if return_distances:
+        dist = sq_dist[np.arange(x.shape[0]), indices].astype(dtype)
+        return indices, dist
+    return indices
