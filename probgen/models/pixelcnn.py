@@ -25,13 +25,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._validation import NotFittedError, check_dtype, check_positive_int, check_rng
+from .._validation import check_dtype, check_positive_int, check_rng
 from ..kernels.masked_conv import MaskedConvWorkspace, masked_conv2d_backward, masked_conv2d_forward, n_causal_taps
-from ..nn.functional import log_softmax, sigmoid
 from ..nn.init import he_normal
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
-from . import _training
-from ._persist import load_model, save_model
+from ._image import ImageAutoregressive, draw_pixel
 
 __all__ = ["PixelCNN", "network_forward", "network_backward", "layer_specs"]
 
@@ -151,7 +149,7 @@ def _odd(value, name, minimum=1):
     return k
 
 
-class PixelCNN:
+class PixelCNN(ImageAutoregressive):
     """Autoregressive image model of masked convolutions with exact log-likelihood.
 
     Parameters
@@ -225,16 +223,6 @@ class PixelCNN:
             self._ws[name] = MaskedConvWorkspace()
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         return self
-
-    def named_parameters(self) -> dict[str, np.ndarray]:
-        """``{dotted name: live parameter array}``; writing into the arrays changes the model."""
-        self._check_built()
-        return dict(self._params)
-
-    def _check_built(self):
-        if self._params is None:
-            raise NotFittedError(f"This {type(self).__name__} has no parameters yet; call fit(X), build() "
-                                 "or PixelCNN.load(path) first")
 
     # ------------------------------------------------------------------ input checks
     def _check_X(self, X, name="X"):
@@ -311,45 +299,6 @@ class PixelCNN:
         value = self._loss(Xb.reshape((-1,) + self.image_shape), True)
         return float(np.mean(value, dtype=np.float64)), self._grads
 
-    def _evaluate(self, X, rng):
-        return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))
-
-    # ------------------------------------------------------------------ training
-    def fit(self, X, epochs=10, batch_size=32, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
-        """Train by minibatch Adam on the mean NLL; returns ``self``.
-
-        Parameters
-        ----------
-        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
-        epochs, batch_size : int
-        lr : float
-            Adam's learning rate (torch defaults otherwise).
-        validation : array_like of shape (N_v, H, W) or None
-            Exact NLL after every epoch (``history_["validation_nll"]``).
-        progress : bool
-            Progress bar (only on a TTY).
-        checkpoint, resume, lr_decay, weight_decay, keep_best, callback
-            As in :meth:`probgen.models.VAE.fit` (shared training loop).
-
-        Notes
-        -----
-        Without parameters, :meth:`build` runs first; otherwise training continues from them.
-        """
-        epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
-            epochs, batch_size, lr, 0, lr_decay, weight_decay)
-        X = self._check_X(X)
-        if validation is not None:
-            validation = self._check_X(validation, "validation")
-            validation = validation.reshape(validation.shape[0], -1)
-        if self._params is None:
-            self.build()
-        return _training.train(self, X.reshape(X.shape[0], -1), epochs=epochs, batch_size=batch_size, lr=lr,
-                               validation=validation, progress=progress, checkpoint=checkpoint, resume=resume,
-                               kl_warmup=None, lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best,
-                               callback=callback,
-                               desc="PixelCNN")
-
     # ------------------------------------------------------------------ evaluation
     def _logits(self, X):
         """Copy of the network's logits, (K, N, H, W)."""
@@ -379,15 +328,6 @@ class PixelCNN:
         logits = self._logits(self._check_X(X))
         return logits[0] if self.levels == 2 else np.ascontiguousarray(logits.transpose(1, 2, 3, 0))
 
-    def score_samples(self, X):
-        """Exact :math:`\\log p(x)` per image in nats ``[eq:pixelcnn-factorisation]``, shape (N,)."""
-        self._check_built()
-        return self._log_prob(self._check_X(X))
-
-    def score(self, X) -> float:
-        """Mean exact log-likelihood per image (nats)."""
-        return float(np.mean(self.score_samples(X), dtype=np.float64))
-
     def sample(self, n, rng=None):
         """Draw ``n`` images pixel by pixel in raster order: :math:`HW` network passes.
 
@@ -406,25 +346,6 @@ class PixelCNN:
                 for j in range(W):
                     logits, _ = network_forward(self._params, self._scaled(Xc), self.n_layers, self._ws)
                     u = rng.random(Xc.shape[0])
-                    if self.levels == 2:  # x_t ~ Bernoulli(sigmoid(l_t))
-                        Xc[:, i, j] = u < sigmoid(logits[0, :, i, j].astype(np.float64))
-                    else:  # inverse CDF of the softmax
-                        p = np.exp(log_softmax(logits[:, :, i, j].T.astype(np.float64), axis=1))
-                        Xc[:, i, j] = np.minimum((np.cumsum(p, axis=1) < u[:, None]).sum(axis=1), self.levels - 1)
+                    row = logits[0, :, i, j] if self.levels == 2 else logits[:, :, i, j].T
+                    Xc[:, i, j] = draw_pixel(row, u, self.levels)
         return X
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the parameters and configuration to ``path`` (one ``.npz``, atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
-
-    @classmethod
-    def _from_config(cls, cfg):
-        cfg["image_shape"] = tuple(cfg["image_shape"])
-        return cls(**cfg).build()
-
-    @classmethod
-    def load(cls, path) -> PixelCNN:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]

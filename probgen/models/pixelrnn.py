@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import NotFittedError, check_dtype, check_positive_int, check_rng
-from ..nn.functional import log_softmax, sigmoid
+from .._validation import check_dtype, check_positive_int, check_rng
+from ..nn.functional import sigmoid
 from ..nn.init import glorot_uniform
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
-from . import _training
-from ._persist import load_model, save_model
+from ._image import ImageAutoregressive, draw_pixel
 from .pixelcnn import _check_image_shape
 
 __all__ = ["PixelRNN", "lstm_forward", "lstm_backward", "lstm_step", "pixelrnn_inputs", "pixelrnn_loss_and_grads"]
@@ -244,7 +243,7 @@ def _check_images(X, name, image_shape, levels):
 
 
 # ----------------------------------------------------------------------------- the estimator
-class PixelRNN:
+class PixelRNN(ImageAutoregressive):
     """Autoregressive image model: an LSTM over the raster pixel sequence, exact log-likelihood.
 
     Parameters
@@ -308,16 +307,6 @@ class PixelRNN:
         self._params = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
         return self
 
-    def named_parameters(self) -> dict[str, np.ndarray]:
-        """``{dotted name: live parameter array}``; writing into the arrays changes the model."""
-        self._check_built()
-        return dict(self._params)
-
-    def _check_built(self):
-        if self._params is None:
-            raise NotFittedError(f"This {type(self).__name__} has no parameters yet; call fit(X), build() "
-                                 "or PixelRNN.load(path) first")
-
     def _check_X(self, X, name="X"):
         return _check_images(X, name, self.image_shape, self.levels)
 
@@ -342,44 +331,6 @@ class PixelRNN:
     def _batch_step(self, Xb, rng, beta):
         return pixelrnn_loss_and_grads(self._params, Xb.reshape((-1,) + self.image_shape), self.levels)
 
-    def _evaluate(self, X, rng):
-        return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))
-
-    # ------------------------------------------------------------------ training
-    def fit(self, X, epochs=10, batch_size=32, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
-        """Train by minibatch Adam on the mean NLL; returns ``self``.
-
-        Parameters
-        ----------
-        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
-        epochs, batch_size : int
-        lr : float
-            Adam's learning rate (torch defaults otherwise).
-        validation : array_like of shape (N_v, H, W) or None
-            Exact NLL after every epoch (``history_["validation_nll"]``).
-        progress : bool
-            Progress bar (only on a TTY).
-        checkpoint, resume, lr_decay, weight_decay, keep_best, callback
-            As in :meth:`probgen.models.VAE.fit` (shared training loop).
-
-        Notes
-        -----
-        Without parameters, :meth:`build` runs first; otherwise training continues from them.
-        """
-        epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
-            epochs, batch_size, lr, 0, lr_decay, weight_decay)
-        X = self._check_X(X)
-        if validation is not None:
-            validation = self._check_X(validation, "validation")
-            validation = validation.reshape(validation.shape[0], -1)
-        if self._params is None:
-            self.build()
-        return _training.train(self, X.reshape(X.shape[0], -1), epochs=epochs, batch_size=batch_size, lr=lr,
-                               validation=validation, progress=progress, checkpoint=checkpoint, resume=resume,
-                               kl_warmup=None, lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best,
-                               callback=callback, desc="PixelRNN")
-
     # ------------------------------------------------------------------ evaluation
     def _log_prob(self, X):
         out = np.empty(X.shape[0], self.dtype)
@@ -402,15 +353,6 @@ class PixelRNN:
         logits, _ = _logits_and_tape(self._params, X, self.levels)
         out = logits.transpose(1, 0, 2).reshape(X.shape + (-1,))
         return np.ascontiguousarray(out[..., 0] if self.levels == 2 else out)
-
-    def score_samples(self, X):
-        """Exact :math:`\\log p(x)` per image in nats ``[eq:pixelrnn-factorisation]``, shape (N,)."""
-        self._check_built()
-        return self._log_prob(self._check_X(X))
-
-    def score(self, X) -> float:
-        """Mean exact log-likelihood per image (nats)."""
-        return float(np.mean(self.score_samples(X), dtype=np.float64))
 
     def sample(self, n, rng=None):
         """Draw ``n`` images pixel by pixel in raster order: :math:`HW` sequential LSTM steps.
@@ -447,27 +389,6 @@ class PixelRNN:
                     a = P["lstm.W"][x] + P["lstm.b"]  # z_t = onehot(x_{t-1})
                 lstm_step(a, P["lstm.U"], h, c, c, tc, h)  # h, c <- h_t, c_t  [eq:lstm-gates] [eq:lstm-cell]
                 logits = (h @ P["out.W"] + P["out.b"]).astype(np.float64)  # [eq:pixelrnn-output]
-                u = Uni[s:s + m, t]
-                if L == 2:  # x_t ~ Bernoulli(sigmoid(l_t))
-                    x = (u < sigmoid(logits[:, 0])).astype(np.uint8)
-                else:  # inverse CDF of the softmax
-                    p = np.exp(log_softmax(logits, axis=1))
-                    x = np.minimum((np.cumsum(p, axis=1) < u[:, None]).sum(axis=1), L - 1).astype(np.uint8)
+                x = draw_pixel(logits[:, 0] if L == 2 else logits, Uni[s:s + m, t], L)
                 X[s:s + m, t] = x
         return X.reshape((n,) + self.image_shape)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Parameters, configuration and history to one ``.npz`` (atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
-
-    @classmethod
-    def _from_config(cls, cfg):
-        cfg["image_shape"] = tuple(cfg["image_shape"])
-        return cls(**cfg).build()
-
-    @classmethod
-    def load(cls, path) -> PixelRNN:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]

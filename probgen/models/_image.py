@@ -1,0 +1,108 @@
+"""What PixelCNN and PixelRNN share: the seam around an exact image likelihood.
+
+A subclass sets ``image_shape``, ``levels``, ``dtype`` and ``_params`` (None until
+built) and provides ``build()``, ``_check_X(X, name)`` (images (N, H, W) -> validated
+ints), ``_batch_step`` and ``_log_prob(X)`` (exact log p(x) per image); this base adds
+the training entry point, scoring, sampling of one pixel and persistence.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import NotFittedError
+from ..nn.functional import log_softmax, sigmoid
+from . import _training
+from ._persist import load_model, save_model
+
+
+def draw_pixel(logits, u, levels):
+    """One pixel per row from its conditional, given uniforms ``u`` (N,): the inverse CDF.
+
+    ``logits`` is (N,) for ``levels=2`` (``x ~ Bernoulli(sigmoid(l))``) or (N, levels)
+    (softmax).  Returns uint8 values in ``0 .. levels-1``.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if levels == 2:
+        return (u < sigmoid(logits)).astype(np.uint8)
+    cdf = np.cumsum(np.exp(log_softmax(logits, axis=1)), axis=1)
+    return np.minimum((cdf < u[:, None]).sum(axis=1), levels - 1).astype(np.uint8)
+
+
+class ImageAutoregressive:
+    """Mixin: named_parameters, fit, score_samples, score, save and load for image models."""
+
+    def named_parameters(self) -> dict[str, np.ndarray]:
+        """``{dotted name: live parameter array}``; writing into the arrays changes the model."""
+        self._check_built()
+        return dict(self._params)
+
+    def _check_built(self):
+        if self._params is None:
+            raise NotFittedError(f"This {type(self).__name__} has no parameters yet; call fit(X), build() "
+                                 f"or {type(self).__name__}.load(path) first")
+
+    def _evaluate(self, X, rng):
+        return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))
+
+    def fit(self, X, epochs=10, batch_size=32, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
+            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+        """Train by minibatch Adam on the mean NLL; returns ``self``.
+
+        Parameters
+        ----------
+        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
+        epochs, batch_size : int
+        lr : float
+            Adam's learning rate (torch defaults otherwise).
+        validation : array_like of shape (N_v, H, W) or None
+            Exact NLL after every epoch (``history_["validation_nll"]``).
+        progress : bool
+            Progress bar (only on a TTY).
+        checkpoint, resume, lr_decay, weight_decay, keep_best, callback
+            As in :meth:`probgen.models.VAE.fit` (shared training loop).
+
+        Notes
+        -----
+        Without parameters, :meth:`build` runs first; otherwise training continues from them.
+        """
+        epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
+            epochs, batch_size, lr, 0, lr_decay, weight_decay)
+        X = self._check_X(X)
+        if validation is not None:
+            validation = self._check_X(validation, "validation")
+            validation = validation.reshape(validation.shape[0], -1)
+        if self._params is None:
+            self.build()
+        return _training.train(self, X.reshape(X.shape[0], -1), epochs=epochs, batch_size=batch_size, lr=lr,
+                               validation=validation, progress=progress, checkpoint=checkpoint, resume=resume,
+                               kl_warmup=None, lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best,
+                               callback=callback, desc=type(self).__name__)
+
+    def score_samples(self, X):
+        """Exact :math:`\\log p(x)` per image in nats, the chain rule in raster order ``[eq:chain-rule]``.
+
+        Returns
+        -------
+        ndarray of shape (N,)
+        """
+        self._check_built()
+        return self._log_prob(self._check_X(X))
+
+    def score(self, X) -> float:
+        """Mean exact log-likelihood per image (nats)."""
+        return float(np.mean(self.score_samples(X), dtype=np.float64))
+
+    def save(self, path):
+        """Write the parameters, configuration and history to ``path`` (one ``.npz``, atomic, no pickle)."""
+        self._check_built()
+        save_model(self, path)
+
+    @classmethod
+    def _from_config(cls, cfg):
+        cfg["image_shape"] = tuple(cfg["image_shape"])
+        return cls(**cfg).build()
+
+    @classmethod
+    def load(cls, path):
+        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
+        return load_model(cls, path)[0]
