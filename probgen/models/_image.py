@@ -1,9 +1,8 @@
 """What PixelCNN and PixelRNN share: the seam around an exact image likelihood.
 
 A subclass sets ``image_shape``, ``levels``, ``dtype`` and ``_params`` (None until
-built) and provides ``build()``, ``_check_X(X, name)`` (images (N, H, W) -> validated
-ints), ``_batch_step`` and ``_log_prob(X)`` (exact log p(x) per image); this base adds
-the training entry point, scoring, sampling of one pixel and persistence.
+built) and provides ``build()``, ``_batch_step`` and ``_log_prob(X)`` (exact log p(x) per image); this base adds
+the input check, the training entry point, scoring, sampling of one pixel and persistence.
 """
 from __future__ import annotations
 
@@ -40,6 +39,31 @@ class ImageAutoregressive:
         if self._params is None:
             raise NotFittedError(f"This {type(self).__name__} has no parameters yet; call fit(X), build() "
                                  f"or {type(self).__name__}.load(path) first")
+
+    def _check_X(self, X, name="X"):
+        """Images (N, H, W) with integer values in ``0 .. levels-1`` (bool, int or integral floats) -> uint8."""
+        if X is None or isinstance(X, (str, bytes)):
+            raise TypeError(f"{name} must be an array of images, got {type(X).__name__}")
+        A = np.asarray(X)
+        if A.dtype == np.bool_:
+            A = A.astype(np.uint8)
+        if not (np.issubdtype(A.dtype, np.integer) or np.issubdtype(A.dtype, np.floating)):
+            raise TypeError(f"{name} must hold integer pixel values, got dtype {A.dtype}")
+        H, W = self.image_shape
+        if A.ndim != 3 or A.shape[1:] != (H, W):
+            raise ValueError(f"{name} must have shape (N, {H}, {W}) (a stack of images), got {A.shape}")
+        if A.shape[0] < 1:
+            raise ValueError(f"{name} must hold at least one image, got shape {A.shape}")
+        if np.issubdtype(A.dtype, np.floating):
+            if not np.all(np.isfinite(A)):
+                raise ValueError(f"{name} contains NaN or infinite values")
+            if not np.all(A == np.round(A)):
+                raise ValueError(f"{name} must hold integer pixel values 0..{self.levels - 1}, got fractions")
+        lo, hi = A.min(), A.max()
+        if lo < 0 or hi > self.levels - 1:
+            raise ValueError(f"{name} values must lie in 0..{self.levels - 1} (levels={self.levels}), "
+                             f"got range [{lo:g}, {hi:g}]")
+        return A.astype(np.uint8)
 
     def _evaluate(self, X, rng):
         return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))

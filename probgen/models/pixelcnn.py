@@ -224,31 +224,7 @@ class PixelCNN(ImageAutoregressive):
         self._grads = {k: np.zeros_like(v) for k, v in self._params.items()}
         return self
 
-    # ------------------------------------------------------------------ input checks
-    def _check_X(self, X, name="X"):
-        if X is None or isinstance(X, (str, bytes)):
-            raise TypeError(f"{name} must be an array of images, got {type(X).__name__}")
-        A = np.asarray(X)
-        if A.dtype == np.bool_:
-            A = A.astype(np.uint8)
-        if not (np.issubdtype(A.dtype, np.integer) or np.issubdtype(A.dtype, np.floating)):
-            raise TypeError(f"{name} must hold integer pixel values, got dtype {A.dtype}")
-        H, W = self.image_shape
-        if A.ndim != 3 or A.shape[1:] != (H, W):
-            raise ValueError(f"{name} must have shape (N, {H}, {W}) (a stack of images), got {A.shape}")
-        if A.shape[0] < 1:
-            raise ValueError(f"{name} must hold at least one image, got shape {A.shape}")
-        if np.issubdtype(A.dtype, np.floating):
-            if not np.all(np.isfinite(A)):
-                raise ValueError(f"{name} contains NaN or infinite values")
-            if not np.all(A == np.round(A)):
-                raise ValueError(f"{name} must hold integer pixel values 0..{self.levels - 1}, got fractions")
-        lo, hi = A.min(), A.max()
-        if lo < 0 or hi > self.levels - 1:
-            raise ValueError(f"{name} values must lie in 0..{self.levels - 1} (levels={self.levels}), "
-                             f"got range [{lo:g}, {hi:g}]")
-        return A.astype(np.uint8)
-
+    # ------------------------------------------------------------------ network input
     def _scaled(self, X):
         """Network input :math:`2x/(L-1) - 1` of shape (1, N, H, W)."""
         x = X.astype(self.dtype)[None]

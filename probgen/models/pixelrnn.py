@@ -218,30 +218,6 @@ def pixelrnn_loss_and_grads(params, X, levels):
     return float(np.mean(value, dtype=np.float64)), grads
 
 
-def _check_images(X, name, image_shape, levels):
-    if X is None or isinstance(X, (str, bytes)):
-        raise TypeError(f"{name} must be an array of images, got {type(X).__name__}")
-    A = np.asarray(X)
-    if A.dtype == np.bool_:
-        A = A.astype(np.uint8)
-    if not (np.issubdtype(A.dtype, np.integer) or np.issubdtype(A.dtype, np.floating)):
-        raise TypeError(f"{name} must hold integer pixel values, got dtype {A.dtype}")
-    H, W = image_shape
-    if A.ndim != 3 or A.shape[1:] != (H, W):
-        raise ValueError(f"{name} must have shape (N, {H}, {W}) (a stack of images), got {A.shape}")
-    if A.shape[0] < 1:
-        raise ValueError(f"{name} must hold at least one image, got shape {A.shape}")
-    if np.issubdtype(A.dtype, np.floating):
-        if not np.all(np.isfinite(A)):
-            raise ValueError(f"{name} contains NaN or infinite values")
-        if not np.all(A == np.round(A)):
-            raise ValueError(f"{name} must hold integer pixel values 0..{levels - 1}, got fractions")
-    lo, hi = A.min(), A.max()
-    if lo < 0 or hi > levels - 1:
-        raise ValueError(f"{name} values must lie in 0..{levels - 1} (levels={levels}), got range [{lo:g}, {hi:g}]")
-    return A.astype(np.uint8)
-
-
 # ----------------------------------------------------------------------------- the estimator
 class PixelRNN(ImageAutoregressive):
     """Autoregressive image model: an LSTM over the raster pixel sequence, exact log-likelihood.
@@ -306,9 +282,6 @@ class PixelRNN(ImageAutoregressive):
                   "lstm.b": b, "lstm.start": np.zeros(I), "out.W": glorot_uniform(H, K, rng), "out.b": np.zeros(K)}
         self._params = {k: np.ascontiguousarray(v, dtype=self.dtype) for k, v in params.items()}
         return self
-
-    def _check_X(self, X, name="X"):
-        return _check_images(X, name, self.image_shape, self.levels)
 
     # ------------------------------------------------------------------ the seam
     def loss_and_grads(self, X):
