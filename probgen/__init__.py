@@ -9,7 +9,19 @@ from . import datasets, distributions, em, kernels, nn
 from ._validation import NotFittedError
 from .linear_latent import PPCA
 from .mixture import GaussianMixture
-from .models import FVSBN, GAN, NADE, VAE, VQVAE, Autoencoder, MarkovChain, PixelCNN, PixelRNN, count_parameters
+from .models import (
+    FVSBN,
+    GAN,
+    NADE,
+    VAE,
+    VQVAE,
+    Autoencoder,
+    HierarchicalVAE,
+    MarkovChain,
+    PixelCNN,
+    PixelRNN,
+    count_parameters,
+)
 
 __version__ = "0.1.0"
 
@@ -19,6 +31,7 @@ __all__ = [
     "NotFittedError",
     "Autoencoder",
     "VAE",
+    "HierarchicalVAE",
     "GAN",
     "MarkovChain",
     "FVSBN",

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._vae_backward import VAESpec, Workspace, decode, encode, recon_nll
 
-__all__ = ["log_weights", "elbo_estimates", "importance_log_likelihood"]
+__all__ = ["log_weights", "elbo_estimates", "importance_log_likelihood", "streamed_log_mean_exp"]
 
 
 def log_weights(p, spec: VAESpec, X, eps, ws: Workspace):
@@ -66,26 +66,42 @@ def elbo_estimates(p, spec: VAESpec, X, rng, batch_size: int = 4096):
     return out
 
 
-def importance_log_likelihood(p, spec: VAESpec, X, k: int, rng, batch_size: int = 4096):
-    """:math:`\\log \\frac1k \\sum_i w_i` per example (float64, shape (N,)) ``[eq:iwae]``.
+def streamed_log_mean_exp(X, k: int, batch_size: int, chunk_log_weights):
+    """:math:`\\log \\frac1k \\sum_{i=1}^k w_i` per row of ``X`` (float64, shape (N,)), streamed ``[eq:iwae]``.
 
-    Rows are taken ``max(1, batch_size // k)`` at a time and their ``k`` samples in
-    chunks; the log-sum-exp over chunks is streamed (running max and rescaled sum), so
-    memory is O(batch_size x width) for any ``k``.
+    Shared by every latent-variable model's importance-sampled estimate. Rows are taken
+    ``max(1, batch_size // k)`` at a time and their ``k`` samples in chunks;
+    ``chunk_log_weights(Xb, n) -> (n, len(Xb))`` returns the float64 log-weights of ``n``
+    fresh samples for the rows ``Xb``.  The log-sum-exp over chunks is streamed (running
+    max and rescaled sum), so memory is O(batch_size x width) for any ``k``.
     """
     rows = max(1, batch_size // k)
     chunk = max(1, batch_size // rows)
-    ws = Workspace(X.dtype)
     out = np.empty(X.shape[0], np.float64)
     for s in range(0, X.shape[0], rows):
         Xb = X[s:s + rows]
         m = np.full(Xb.shape[0], -np.inf)
         acc = np.zeros(Xb.shape[0])
         for c in range(0, k, chunk):
-            eps = rng.standard_normal((min(chunk, k - c), Xb.shape[0], spec.latent_dim), dtype=X.dtype)
-            log_w = log_weights(p, spec, Xb, eps, ws)[0]
+            log_w = chunk_log_weights(Xb, min(chunk, k - c))
             m_new = np.maximum(m, log_w.max(axis=0))
             acc = acc * np.exp(m - m_new) + np.exp(log_w - m_new).sum(axis=0)  # streaming log-sum-exp
             m = m_new
         out[s:s + rows] = m + np.log(acc) - np.log(k)  # [eq:iwae]
     return out
+
+
+def importance_log_likelihood(p, spec: VAESpec, X, k: int, rng, batch_size: int = 4096):
+    """:math:`\\log \\frac1k \\sum_i w_i` per example (float64, shape (N,)) ``[eq:iwae]``.
+
+    Rows are taken ``max(1, batch_size // k)`` at a time and their ``k`` samples in
+    chunks; the log-sum-exp over chunks is streamed (running max and rescaled sum), so
+    memory is O(batch_size x width) for any ``k`` (:func:`streamed_log_mean_exp`).
+    """
+    ws = Workspace(X.dtype)
+
+    def chunk_log_weights(Xb, n):
+        eps = rng.standard_normal((n, Xb.shape[0], spec.latent_dim), dtype=X.dtype)
+        return log_weights(p, spec, Xb, eps, ws)[0]
+
+    return streamed_log_mean_exp(X, k, batch_size, chunk_log_weights)
