@@ -25,6 +25,10 @@ def test_tour_quick_writes_report(tmp_path, capsys):
         if cell:
             float(cell)  # raises on 'nan' text? float('nan') parses, so check explicitly
             assert cell.lower() not in ("nan", "inf", "-inf")
+    # every model of the project is in the report (the complete tour)
+    for model in ("Gaussian mixture", "PPCA", "Markov chain", "FVSBN", "NADE", "PixelCNN", "PixelRNN",
+                  "VAE (z=8", "Hierarchical VAE", "VQ-VAE", "Autoencoder", "GAN"):
+        assert model in page, model
     assert "wrote" in capsys.readouterr().out
 
 

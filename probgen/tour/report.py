@@ -72,9 +72,9 @@ def prepare_data(rng, test_fraction: float = 0.25) -> TourData:
 
 
 def _sections():
-    from . import classical, neural
+    from . import classical, latent, neural
 
-    return [classical.run, neural.run_autoregressive, neural.run_latent]
+    return [classical.run, neural.run_autoregressive, latent.run_latent, latent.run_structured]
 
 
 _STYLE = """
