@@ -38,6 +38,9 @@ def set_threads(n: int) -> dict:
     info["numba"] = numba.get_num_threads()
     info["numba_threading_layer"] = os.environ.get("NUMBA_THREADING_LAYER", "default")
     try:
+        # scipy ships its own OpenBLAS (probgen.nn calls scipy.linalg.blas for the weight-gradient GEMMs);
+        # threadpoolctl limits only the libraries already loaded, so load it first
+        import scipy.linalg.blas  # noqa: F401
         from threadpoolctl import threadpool_info, threadpool_limits
 
         threadpool_limits(n)

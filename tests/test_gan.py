@@ -113,6 +113,22 @@ def test_generator_pass_discards_the_discriminator_grads_and_z_fixes_the_loss():
                                       part="generator")[0]
 
 
+@pytest.mark.parametrize("activation", ["tanh", "leaky_relu", "relu"])
+def test_input_gradient_equals_the_full_backward_and_leaves_parameter_grads_alone(activation):
+    from probgen.models.gan import _input_gradient
+
+    gan = _model(activation)
+    X, _ = _data()
+    dy = np.random.default_rng(5).standard_normal((X.shape[0], 1))
+    gan.discriminator.forward(X)
+    for g in gan.discriminator.named_grads().values():
+        g[...] = 7.0  # sentinel: the input-only pass must not touch them
+    dx = _input_gradient(gan.discriminator, dy)
+    assert all(np.all(g == 7.0) for g in gan.discriminator.named_grads().values())
+    gan.discriminator.zero_grad()
+    np.testing.assert_allclose(dx, gan.discriminator.backward(dy), rtol=1e-14, atol=0)
+
+
 # --------------------------------------------------------------------------- the two generator losses
 def test_generator_losses_agree_in_direction_and_share_the_fixed_point():
     b = np.linspace(-30.0, 30.0, 601)
