@@ -5,7 +5,7 @@ Density estimators follow scikit-learn's conventions (``fit``, ``score_samples``
 seam, ``named_parameters()`` / ``loss_and_grads(X, ...)``.  Every equation in the
 code cites the labelled equation in ``docs/`` that it carries out.
 """
-from . import datasets, distributions, em, kernels, nn
+from . import datasets, distributions, em, kernels, metrics, nn
 from ._validation import NotFittedError
 from .linear_latent import PPCA
 from .mixture import GaussianMixture
@@ -44,5 +44,6 @@ __all__ = [
     "distributions",
     "em",
     "kernels",
+    "metrics",
     "nn",
 ]
