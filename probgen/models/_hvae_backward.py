@@ -1,8 +1,12 @@
 """The two-stochastic-layer VAE's forward and backward passes as module-level functions (no autograd).
 
-Generative model ``p(z2) p(z1|z2) p(x|z1)``, inference model ``q(z1|x) q(z2|z1)`` (bottom-up,
-as the IWAE paper's two-layer model); derived in ``docs/hvae.md``.  Four networks, each an MLP
-(:func:`probgen.models._vae_backward._mlp`) with the parameter prefix
+Generative model ``p(z2) p(z1|z2) p(x|z1)``.  This module holds the bottom-up inference model
+``q(z1|x) q(z2|z1)`` (the IWAE paper's two-layer model; ``HVAESpec.inference == "bottom_up"``), the
+pieces both inference orders share, and the entry points :func:`parameter_shapes`,
+:func:`loss_and_grads` and :func:`log_weights`, which hand a ``"top_down"`` spec to
+:mod:`probgen.models._hvae_topdown` (``q(z2|x) q(z1|z2,x)``).  Derived in ``docs/hvae.md``.  The
+bottom-up model has four networks, each an MLP (:func:`probgen.models._vae_backward._mlp`) with the
+parameter prefix
 
 * ``q_z1`` -- :math:`x \\to (\\mu_1, \\log\\sigma_1^2)` of :math:`q(z_1|x)`, widths ``hidden[0]``;
 * ``q_z2`` -- :math:`z_1 \\to (\\mu_2, \\log\\sigma_2^2)` of :math:`q(z_2|z_1)`, widths ``hidden[1]``;
@@ -39,27 +43,43 @@ class HVAESpec:
     activation: str  # "tanh" or "relu"
     estimator: str  # "analytic" (KL of q(z2|z1) in closed form) or "mc"
     n_samples: int
+    inference: str = "bottom_up"  # or "top_down" (probgen.models._hvae_topdown)
 
     def widths(self, net: str) -> tuple:
-        """Hidden widths of one of :data:`NETWORKS` (the generative nets mirror the inference nets)."""
+        """Hidden widths of one of :data:`NETWORKS` (or, top-down, ``TD_NETWORKS``); the generative nets
+        mirror the inference nets."""
         h0, h1 = self.hidden
+        if self.inference == "top_down":  # q_d: x -> d; q_z2: d -> z2; q_z1: [d, z2] -> z1  [eq:hvae-td-inference]
+            return {"q_d": h0, "q_z2": h1, "q_z1": h1, "p_z1": tuple(reversed(h1)), "p_x": tuple(reversed(h0))}[net]
         return {"q_z1": h0, "q_z2": h1, "p_z1": tuple(reversed(h1)), "p_x": tuple(reversed(h0))}[net]
+
+    def feature_width(self) -> int:
+        """Top-down: the width of the deterministic features ``d = q_d(x)`` (``D`` when ``hidden[0]`` is empty)."""
+        return self.hidden[0][-1] if self.hidden[0] else self.n_features
 
 
 def parameter_shapes(spec: HVAESpec) -> dict[str, tuple]:
-    """``{name: shape}`` in a fixed order: ``q_z1``, ``q_z2``, ``p_z1``, ``p_x``.
+    """``{name: shape}`` in a fixed order: ``q_z1``, ``q_z2``, ``p_z1``, ``p_x`` (top-down: ``q_d``,
+    ``q_z2``, ``q_z1``, ``p_z1``, ``p_x``).
 
     Each network has hidden layers ``{net}.{i}.W`` (in, out) and ``.b``, then two Gaussian heads
-    ``{net}.mu`` and ``{net}.log_var`` (a log-variance), or for ``p_x`` the logits layer ``p_x.out``.
+    ``{net}.mu`` and ``{net}.log_var`` (a log-variance), or for ``p_x`` the logits layer ``p_x.out``;
+    the top-down feature network ``q_d`` has hidden layers only.
     """
     D, (Z1, Z2) = spec.n_features, spec.latent_dims
-    ins = {"q_z1": D, "q_z2": Z1, "p_z1": Z2, "p_x": Z1}
+    if spec.inference == "top_down":
+        Hd = spec.feature_width()
+        nets, ins = ("q_d", "q_z2", "q_z1", "p_z1", "p_x"), {"q_d": D, "q_z2": Hd, "q_z1": Hd + Z2, "p_z1": Z2, "p_x": Z1}
+    else:
+        nets, ins = NETWORKS, {"q_z1": D, "q_z2": Z1, "p_z1": Z2, "p_x": Z1}
     outs = {"q_z1": Z1, "q_z2": Z2, "p_z1": Z1}
     shapes = {}
-    for net in NETWORKS:
+    for net in nets:
         sizes = (ins[net],) + spec.widths(net)
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             shapes[f"{net}.{i}.W"], shapes[f"{net}.{i}.b"] = (a, b), (b,)
+        if net == "q_d":
+            continue
         heads = ("mu", "log_var") if net in outs else ("out",)
         for head in heads:
             n_out = outs.get(net, D)
@@ -115,7 +135,25 @@ def _net_backward(p, g, spec: HVAESpec, net: str, d_y, hs, ws: Workspace, head_W
         M = head_W.shape[1] // 2
         g[f"{net}.mu.W"][...], g[f"{net}.log_var.W"][...] = gW[:, :M], gW[:, M:]
         g[f"{net}.mu.b"][...], g[f"{net}.log_var.b"][...] = gb[:M], gb[M:]
-    for i in range(K - 1, -1, -1):
+    return _hidden_backward(p, g, spec, net, d_h, hs, ws, need_dx)
+
+
+def _prior1_backward(r, u, bw, d_hp, d_z1):
+    """The sampled :math:`-\\beta w \\log p(z_1|z_2)` into ``d_hp = [d_mu_p | d_log_var_p]`` (overwritten) and
+    ``d_z1`` (added to), from ``r = z1 - mu_p`` and ``u = r e^{-log_var_p}`` ``[eq:hvae-backward-prior1]``."""
+    Z1 = r.shape[1]
+    d_mup, d_lvp = d_hp[:, :Z1], d_hp[:, Z1:]
+    np.multiply(u, -bw, out=d_mup)  # d/dmu_p = -beta w u
+    d_z1 -= d_mup  # d/dz1 += beta w u
+    np.multiply(r, u, out=d_lvp)
+    d_lvp -= 1
+    d_lvp *= -bw.dtype.type(0.5) * bw  # d/dlog_var_p = beta w (1 - r u) / 2
+
+
+def _hidden_backward(p, g, spec: HVAESpec, net: str, d_h, hs, ws: Workspace, need_dx: bool):
+    """Back through the hidden layers of ``net`` from ``d_h``, the gradient of its last hidden output
+    (a C-contiguous buffer, overwritten); returns the gradient of the input, or None without ``need_dx``."""
+    for i in range(len(hs) - 2, -1, -1):
         gbi = g[f"{net}.{i}.b"]
         act_backward(d_h, hs[i + 1], spec.activation, gbi)  # d_a = d_h * act'(a)  [eq:vae-backward-act]
         d_prev = ws.get(f"{net}.dh{i}", hs[i].shape) if (i or need_dx) else None
@@ -182,8 +220,13 @@ def log_weights(p, spec: HVAESpec, X, eps1, eps2, ws: Workspace):
 
     ``log_w`` :math:`= \\log p(x,z_1,z_2) - \\log q(z_1,z_2|x)` ``[eq:hvae-log-w]``;
     ``est`` is the single-sample estimate the training loss uses ``[eq:hvae-estimator]``
-    (``log_w`` itself for ``estimator="mc"``).
+    (``log_w`` itself for ``estimator="mc"``).  A top-down spec is handed to
+    :func:`probgen.models._hvae_topdown.log_weights` ``[eq:hvae-td-log-w]``.
     """
+    if spec.inference == "top_down":
+        from ._hvae_topdown import log_weights as top_down
+
+        return top_down(p, spec, X, eps1, eps2, ws)
     L, N, _ = eps1.shape
     f = forward(p, spec, X, eps1, eps2, ws)
     rows = lambda a: np.sum(a, axis=-1, dtype=np.float64).reshape(L, N)
@@ -223,7 +266,13 @@ def loss_and_grads(p, spec: HVAESpec, X, eps1, eps2, ws: Workspace, grads=None, 
         :math:`J_\\beta` ``[eq:hvae-loss]``.
     elbo : float
         The mean ELBO estimate (``-J_1``).
+
+    A top-down spec is handed to :func:`probgen.models._hvae_topdown.loss_and_grads` ``[eq:hvae-td-loss]``.
     """
+    if spec.inference == "top_down":
+        from ._hvae_topdown import loss_and_grads as top_down
+
+        return top_down(p, spec, X, eps1, eps2, ws, grads, beta)
     L, N, Z1 = eps1.shape
     R = L * N
     dt = X.dtype
@@ -249,12 +298,7 @@ def loss_and_grads(p, spec: HVAESpec, X, eps1, eps2, ws: Workspace, grads=None, 
                          ws.get("d_out.sum", (spec.n_features,)))
     # ---------------------------------------------------------------- p(z1|z2)  [eq:hvae-backward-prior1]
     d_hp = ws.get("p_z1.d_y", (R, 2 * Z1))
-    d_mup, d_lvp = d_hp[:, :Z1], d_hp[:, Z1:]
-    np.multiply(u, -bw, out=d_mup)  # d/dmu_p = -beta w u
-    d_z1 -= d_mup  # d/dz1 += beta w u
-    np.multiply(r, u, out=d_lvp)
-    d_lvp -= 1
-    d_lvp *= -half * bw  # d/dlog_var_p = beta w (1 - r u) / 2
+    _prior1_backward(r, u, bw, d_hp, d_z1)
     d_z2 = _net_backward(p, g, spec, "p_z1", d_hp, f["hs_p1"], ws, f["W_p1"], True)
     # ---------------------------------------------------------------- q(z2|z1)  [eq:hvae-backward-z2]
     Z2 = z2.shape[1]

@@ -1,8 +1,10 @@
 """A VAE with two stochastic layers (Burda, Grosse & Salakhutdinov, 2016, the two-layer model).
 
-Generative model :math:`p(z_2)\\,p(z_1|z_2)\\,p(x|z_1)`, inference model :math:`q(z_1|x)\\,q(z_2|z_1)`.
-The maths lives in :mod:`probgen.models._hvae_backward` (forward and backward passes by the chain
-rule) and is derived in ``docs/hvae.md``; this module is the thin estimator, with the same API as
+Generative model :math:`p(z_2)\\,p(z_1|z_2)\\,p(x|z_1)`, inference model :math:`q(z_1|x)\\,q(z_2|z_1)`
+(``inference="bottom_up"``, the default) or :math:`q(z_2|x)\\,q(z_1|z_2, x)` (``"top_down"``).
+The maths lives in :mod:`probgen.models._hvae_backward` and :mod:`probgen.models._hvae_topdown`
+(forward and backward passes by the chain rule) and is derived in ``docs/hvae.md``; this module is
+the thin estimator, with the same API as
 :class:`probgen.models.VAE`: checks, initialisation, the seam (``named_parameters`` /
 ``loss_and_grads``), training (the shared loop of :mod:`probgen.models._training`), evaluation and
 persistence.
@@ -32,6 +34,7 @@ from ._hvae_backward import (
     loss_and_grads,
     parameter_shapes,
 )
+from ._hvae_topdown import posterior_z1, posterior_z2
 from ._persist import load_model, save_model
 from ._vae_backward import Workspace
 from .vae import _check_hidden
@@ -68,11 +71,14 @@ class HierarchicalVAE:
         ``(H1, H2)``: hidden widths of :math:`q(z_1|x)` (``p(x|z_1)`` mirrors them) and of
         :math:`q(z_2|z_1)` (``p(z_1|z_2)`` mirrors them).  One tuple (or an int) uses the same
         widths for both.  The IWAE paper's model is ``((200, 200), (100, 100))`` with
-        ``latent_dims=(100, 50)``.
+        ``latent_dims=(100, 50)``.  Top-down: ``H1`` are the widths of the feature network
+        :math:`d = f(x)`, and ``H2`` those of both :math:`q(z_2|x)` (on :math:`d`) and
+        :math:`q(z_1|z_2, x)` (on :math:`[d, z_2]`) ``[eq:hvae-td-inference]``.
     estimator : {"analytic", "mc"}
         ``"analytic"``: Monte-Carlo :math:`\\log p(x|z_1) + \\log p(z_1|z_2) - \\log q(z_1|x)` plus the
         closed-form :math:`-KL(q(z_2|z_1)\\|p(z_2))` ``[eq:hvae-estimator]``; ``"mc"``: the
-        single-sample log-weight ``[eq:hvae-log-w]``.
+        single-sample log-weight ``[eq:hvae-log-w]``.  Top-down, ``"analytic"`` takes both layer
+        terms as closed-form KLs ``[eq:hvae-td-estimator]`` and ``"mc"`` is ``[eq:hvae-td-log-w]``.
     n_samples : int
         :math:`L`, samples of :math:`(z_1, z_2)` per example and step.
     activation : {"tanh", "relu"}
@@ -80,6 +86,12 @@ class HierarchicalVAE:
         Feeds the initial weights, then the shuffling and the noise of ``fit``.
     dtype : float32 or float64
         Precision of parameters and every output.
+    inference : {"bottom_up", "top_down"}
+        The inference model: :math:`q(z_1|x)\\,q(z_2|z_1)` ``[eq:hvae-inference]`` (the IWAE paper's;
+        parameter prefixes ``q_z1``, ``q_z2``, ``p_z1``, ``p_x``) or :math:`q(z_2|x)\\,q(z_1|z_2, x)`,
+        sampled in the generative order ``[eq:hvae-td-inference]`` (prefixes ``q_d``, ``q_z2``,
+        ``q_z1``, ``p_z1``, ``p_x``).  Noise keeps its meaning in both: ``eps1`` for :math:`z_1`,
+        ``eps2`` for :math:`z_2`.
 
     Attributes
     ----------
@@ -91,14 +103,16 @@ class HierarchicalVAE:
     Notes
     -----
     :math:`\\mathcal L(x) = E_q[\\log p(x|z_1)] - E_{q}[\\log q(z_1|x) - \\log p(z_1|z_2)]
-    - E_{q(z_1|x)}[KL(q(z_2|z_1)\\|p(z_2))]` ``[eq:hvae-elbo]``.  Values are in nats.
+    - E_{q(z_1|x)}[KL(q(z_2|z_1)\\|p(z_2))]` ``[eq:hvae-elbo]``; top-down
+    :math:`\\mathcal L(x) = E_q[\\log p(x|z_1)] - KL(q(z_2|x)\\|p(z_2))
+    - E_{q(z_2|x)}[KL(q(z_1|z_2,x)\\|p(z_1|z_2))]` ``[eq:hvae-td-elbo]``.  Values are in nats.
     """
 
     _score_name = "elbo"
     _higher_is_better = True
 
     def __init__(self, latent_dims=(100, 50), hidden=((200, 200), (100, 100)), estimator="analytic", n_samples=1,
-                 activation="tanh", rng=None, dtype=np.float64):
+                 activation="tanh", rng=None, dtype=np.float64, inference="bottom_up"):
         self.latent_dims = _check_latent_dims(latent_dims)
         self.hidden = _check_hidden_pair(hidden)
         self.estimator = check_option(estimator, "estimator", ("analytic", "mc"))
@@ -107,15 +121,21 @@ class HierarchicalVAE:
         check_rng(rng)  # type check only; the generator is made in build()
         self.rng = rng
         self.dtype = check_dtype(dtype)
+        self.inference = check_option(inference, "inference", ("bottom_up", "top_down"))
         self.n_features_in_ = None
         self.history_ = None
         self._params = None
 
     # ------------------------------------------------------------------ structure
     def _config(self) -> dict:
-        return {"latent_dims": list(self.latent_dims), "hidden": [list(h) for h in self.hidden],
-                "estimator": self.estimator, "n_samples": self.n_samples, "activation": self.activation,
-                "dtype": self.dtype.name, "n_features": self.n_features_in_}
+        """The architecture; ``inference`` only when not the default, so a bottom-up model's configuration
+        (hence its saved files and checkpoints) is what it was before top-down inference existed."""
+        cfg = {"latent_dims": list(self.latent_dims), "hidden": [list(h) for h in self.hidden],
+               "estimator": self.estimator, "n_samples": self.n_samples, "activation": self.activation,
+               "dtype": self.dtype.name, "n_features": self.n_features_in_}
+        if self.inference != "bottom_up":
+            cfg["inference"] = self.inference
+        return cfg
 
     def build(self, n_features):
         """Create freshly initialised parameters for inputs of width ``n_features``; returns ``self``.
@@ -126,7 +146,8 @@ class HierarchicalVAE:
         D = check_positive_int(n_features, "n_features")
         self._rng = check_rng(self.rng)
         self.n_features_in_ = D
-        self.spec_ = HVAESpec(D, self.latent_dims, self.hidden, self.activation, self.estimator, self.n_samples)
+        self.spec_ = HVAESpec(D, self.latent_dims, self.hidden, self.activation, self.estimator, self.n_samples,
+                              self.inference)
         init = "glorot_uniform" if self.activation == "tanh" else "he_normal"
         self._params = {}
         for name, shape in parameter_shapes(self.spec_).items():
@@ -139,7 +160,8 @@ class HierarchicalVAE:
         return self
 
     def named_parameters(self) -> dict[str, np.ndarray]:
-        """``{dotted name: live parameter array}`` (prefixes ``q_z1``, ``q_z2``, ``p_z1``, ``p_x``)."""
+        """``{dotted name: live parameter array}`` (prefixes ``q_z1``, ``q_z2``, ``p_z1``, ``p_x``; top-down
+        also ``q_d``)."""
         self._check_built()
         return dict(self._params)
 
@@ -182,14 +204,15 @@ class HierarchicalVAE:
         rng : None, int or numpy.random.Generator
             Draws ``eps`` when it is not given (default: the model's generator).
         eps : (eps1, eps2) or None
-            Standard normal noise of ``z1`` (shape (N, Z1)) and ``z2`` (N, Z2) ``[eq:hvae-reparam]``,
-            or (n_samples, N, Z) each.  Given, the loss is a deterministic function of the parameters.
+            Standard normal noise of ``z1`` (shape (N, Z1)) and ``z2`` (N, Z2) ``[eq:hvae-reparam]``
+            ``[eq:hvae-td-reparam]``, or (n_samples, N, Z) each.  Given, the loss is a deterministic
+            function of the parameters.
 
         Returns
         -------
         loss : float
-            :math:`J_1` ``[eq:hvae-loss]``, the mean over examples and samples of the negative
-            estimate ``[eq:hvae-estimator]``.
+            :math:`J_1` ``[eq:hvae-loss]`` (top-down ``[eq:hvae-td-loss]``), the mean over examples
+            and samples of the negative estimate ``[eq:hvae-estimator]`` (``[eq:hvae-td-estimator]``).
         grads : dict {name: ndarray}
             Keys of :meth:`named_parameters`.
         """
@@ -216,7 +239,8 @@ class HierarchicalVAE:
         """Train by minibatch Adam on the negative ELBO; returns ``self``.
 
         Arguments as :meth:`probgen.models.VAE.fit`.  With ``kl_warmup`` the weight
-        :math:`\\beta_t` multiplies both KL-like terms of ``[eq:hvae-loss]``; history scores stay
+        :math:`\\beta_t` multiplies both KL-like terms of ``[eq:hvae-loss]`` (top-down, both KLs of
+        ``[eq:hvae-td-loss]``); history scores stay
         true ELBO estimates.
         """
         epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay = _training.check_fit_args(
@@ -241,7 +265,8 @@ class HierarchicalVAE:
         """Importance-sampled estimate of :math:`\\log p(x)` per example (nats) ``[eq:hvae-iwae]``.
 
         :math:`\\log \\frac1k \\sum_i p(x, z_1^i, z_2^i) / q(z_1^i, z_2^i|x)` with
-        :math:`(z_1^i, z_2^i) \\sim q(z_1|x) q(z_2|z_1)`: a lower bound in expectation, non-decreasing
+        :math:`(z_1^i, z_2^i) \\sim q(z_1|x) q(z_2|z_1)` (top-down :math:`q(z_2|x) q(z_1|z_2, x)`,
+        ``[eq:hvae-td-log-w]``): a lower bound in expectation, non-decreasing
         in ``k``; streamed log-sum-exp in float64, at most ``batch_size`` (example, sample) pairs
         decoded at once.
 
@@ -261,13 +286,19 @@ class HierarchicalVAE:
 
     # ------------------------------------------------------------------ encoder / decoder
     def encode(self, X):
-        """Posterior parameters ``((mu1, log_var1), (mu2, log_var2))`` ``[eq:hvae-inference]``.
+        """Posterior parameters ``((mu1, log_var1), (mu2, log_var2))`` on the mean path (no noise).
 
-        ``(mu1, log_var1)`` (N, Z1) are those of :math:`q(z_1|x)`; ``(mu2, log_var2)`` (N, Z2) those
-        of :math:`q(z_2|z_1)` at :math:`z_1 = \\mu_1` (the mean path, no noise).
+        Bottom-up ``[eq:hvae-inference]``: ``(mu1, log_var1)`` (N, Z1) are those of :math:`q(z_1|x)`;
+        ``(mu2, log_var2)`` (N, Z2) those of :math:`q(z_2|z_1)` at :math:`z_1 = \\mu_1`.  Top-down
+        ``[eq:hvae-td-inference]``: ``(mu2, log_var2)`` are those of :math:`q(z_2|x)`, and
+        ``(mu1, log_var1)`` those of :math:`q(z_1|z_2, x)` at :math:`z_2 = \\mu_2`.
         """
         X = self._check_X(X)
         ws = Workspace(self.dtype)
+        if self.inference == "top_down":
+            mu2, lv2, hs_d, _, _ = posterior_z2(self._params, self.spec_, X, ws)
+            mu1, lv1, _, _ = posterior_z1(self._params, self.spec_, hs_d[-1], mu2[None], ws)
+            return (mu1.copy(), lv1.copy()), (mu2.copy(), lv2.copy())
         mu1, lv1, _, _ = gaussian_net(self._params, self.spec_, "q_z1", X, ws)
         mu1, lv1 = np.ascontiguousarray(mu1), np.ascontiguousarray(lv1)
         mu2, lv2, _, _ = gaussian_net(self._params, self.spec_, "q_z2", mu1, ws)
@@ -279,6 +310,8 @@ class HierarchicalVAE:
         A unit with :math:`A_u < 10^{-2}` is *inactive* (Burda et al.): its posterior mean ignores
         the input, the signature of posterior collapse.  :math:`E_q[z_1|x] = \\mu_1(x)` exactly;
         :math:`E_q[z_2|x] = E_{q(z_1|x)}[\\mu_2(z_1)]` is averaged over ``n_samples`` draws of ``z1``.
+        Top-down the roles swap: :math:`E_q[z_2|x] = \\mu_2(x)` exactly and
+        :math:`E_q[z_1|x] = E_{q(z_2|x)}[\\mu_1(z_2, x)]` is averaged over ``n_samples`` draws of ``z2``.
 
         Returns
         -------
@@ -289,6 +322,14 @@ class HierarchicalVAE:
         S = check_positive_int(n_samples, "n_samples")
         rng = check_rng(rng)
         ws = Workspace(self.dtype)
+        if self.inference == "top_down":
+            mu2, lv2, hs_d, _, _ = posterior_z2(self._params, self.spec_, X, ws)
+            mu2, s2 = mu2.astype(np.float64), np.exp(0.5 * lv2.astype(np.float64))
+            mean1 = np.zeros((X.shape[0], self.latent_dims[0]))
+            for _ in range(S):
+                z2 = (mu2 + s2 * rng.standard_normal(mu2.shape)).astype(self.dtype)  # [eq:hvae-td-reparam]
+                mean1 += posterior_z1(self._params, self.spec_, hs_d[-1], z2[None], ws)[0] / S
+            return mean1.var(axis=0), mu2.var(axis=0)
         mu1, lv1, _, _ = gaussian_net(self._params, self.spec_, "q_z1", X, ws)
         mu1, s1 = mu1.astype(np.float64), np.exp(0.5 * lv1.astype(np.float64))
         mean2 = np.zeros((X.shape[0], self.latent_dims[1]))
@@ -304,7 +345,7 @@ class HierarchicalVAE:
         return sigmoid(logits_net(self._params, self.spec_, Z1, Workspace(self.dtype))[0])
 
     def reconstruct(self, X):
-        """``decode(mu1(X))``: the decoder mean at the mean of :math:`q(z_1|x)`, (N, D)."""
+        """``decode(mu1)`` with ``mu1`` from :meth:`encode`: the decoder mean at the posterior mean path, (N, D)."""
         return self.decode(self.encode(X)[0][0])
 
     def sample(self, n, rng=None, *, return_mean=False):
