@@ -57,7 +57,7 @@ def run_autoregressive(data, out, *, rng, quick: bool, progress: bool) -> Sectio
     plotting.curves(curves, xlabel="epoch", ylabel="held-out NLL (nats)",
                     title="Autoregressive models: held-out NLL while training", path=out / "ar_curves.png")
     sec.figures.append(("ar_curves.png", "Held-out negative log-likelihood per epoch."))
-    for name, model in (("NADE", nade), ("PixelCNN", pcnn), ("PixelRNN", prnn)):
+    for name, model in (("Markov", markov), ("FVSBN", fv), ("NADE", nade), ("PixelCNN", pcnn), ("PixelRNN", prnn)):
         s = model.sample(64, rng=rng)
         fname = f"{name.lower()}_samples.png"
         plotting.image_grid(np.asarray(s, dtype=float).reshape(-1, side, side), nrow=8,
