@@ -134,7 +134,8 @@ def main(argv=None) -> int:
         record = {"model": args.model, "n_hidden": args.hidden if args.model == "nade" else None,
                   "pixelcnn": {"channels": args.channels, "layers": args.layers} if args.model == "pixelcnn" else None,
                   "dtype": args.dtype, "seed": args.seed, "minutes": args.minutes, **hp,
-                  "n_parameters": int(sum(a.size for a in model.named_parameters().values())), "epochs": len(curve), "train_seconds": train_s,
+                  "n_parameters": int(sum(a.size for a in model.named_parameters().values())),
+                  "epochs": len(curve), "train_seconds": train_s,
                   "best_epoch": best, "best_validation_nll": min(h["validation_nll"]), "test_nll": test_nll,
                   "curve": curve, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
         with open(args.json, "w", encoding="utf-8") as fh:

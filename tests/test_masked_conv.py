@@ -136,16 +136,23 @@ def test_channels_outermost_layout_gives_the_same_numbers(args, need_dx):
         assert dxc is None and grads[0] is None
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("layout", ["NCHW", "CNHW"])
 @pytest.mark.parametrize("k, mask", [(7, "A"), (3, "B")])
-def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask):
-    """Batches larger than the gather budget run in chunks; the backward redoes each chunk's gather."""
+def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, threaded):
+    """Batches larger than the gather budget run in chunks; the backward redoes each chunk's gather.
+
+    Both BLAS modes: one thread (NCHW: a GEMM per image) and threaded (NCHW: a GEMM per chunk
+    through transposing copies); the mode is pinned, not read from the machine.
+    """
     import probgen.kernels.masked_conv as mc
     x, Wp, b, dy = _problem(np.random.default_rng(6), 5, 3, 4, 5, 6, k, mask)
     ref_y = masked_conv2d_forward_reference(x, Wp, b, mask)
     ref = masked_conv2d_backward_reference(dy, x, Wp, mask)
     per_image = (3 * n_causal_taps(k, mask) + 1) * 30 * 8
+    monkeypatch.setattr(mc._k, "blas_threads", lambda: 2 if threaded else 1)
     monkeypatch.setattr(mc, "_CHUNK_BYTES", 2 * per_image)  # chunks of 2, 2 and 1 images
+    monkeypatch.setattr(mc, "_CHUNK_BYTES_THREADED", 2 * per_image)
     t = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3))) if layout == "CNHW" else (lambda a: a)
     ws = MaskedConvWorkspace()
     y, cache = masked_conv2d_forward(t(x), Wp, b, mask, layout=layout, workspace=ws)
@@ -274,3 +281,60 @@ def test_a_cache_serves_one_backward_of_the_latest_forward():
     masked_conv2d_backward(dy, new)
     with pytest.raises(ValueError, match="already used"):
         masked_conv2d_backward(dy, new)
+
+
+# ----------------------------------------------------------------------------- private kernels == twins
+def test_fused_relu_kernels_match_their_numpy_twins():
+    from probgen.kernels import _masked_conv_kernels as K
+    rng = np.random.default_rng(7)
+    for dt in (np.float64, np.float32):
+        d, t = (rng.standard_normal((3, 10)).astype(dt) for _ in range(2))
+        y = rng.standard_normal((4, 25)).astype(dt)  # wider and taller than the chunk: offset j0 = 7
+        y[0, 7] = 0.0  # the kink: gradient 0, as torch
+        got = d.copy()
+        K.relu_grad_(got, y, 7)
+        np.testing.assert_array_equal(got, K.relu_grad_reference(d, y, 7))
+        assert got[0, 0] == 0 and got.dtype == dt
+        acc = t.copy()
+        K.relu_grad_add_(acc, d, y, 7)
+        np.testing.assert_array_equal(acc, K.relu_grad_add_reference(t, d, y, 7))
+        h, a = d.copy(), y.copy()
+        K.residual_relu_(h, t, a, 7)
+        rh, ra = K.residual_relu_reference(d, t, y, 7)
+        np.testing.assert_array_equal(h, rh)
+        np.testing.assert_array_equal(a, ra)  # rows and columns outside the chunk untouched
+        assert np.all(a[:3, 7:17] >= 0)
+        z = y.copy()
+        z[1, 9] = np.nan  # a diverged value stays visible
+        r = z.copy()
+        K.relu_(r, 3, 7, 10)
+        np.testing.assert_array_equal(r, K.relu_reference(z, 3, 7, 10))
+        assert np.isnan(r[1, 9]) and np.array_equal(r[3], z[3]) and np.array_equal(r[:, :7], z[:, :7])
+
+
+@pytest.mark.parametrize("C_out, K", [(4, 9), (9, 4), (5, 5)])
+def test_weight_gradient_gemms_in_either_orientation(C_out, K):
+    from probgen.kernels import _masked_conv_kernels as Kn
+    rng = np.random.default_rng(C_out * K)
+    dY, X = rng.standard_normal((3, C_out, 11)), rng.standard_normal((3, K, 11))
+    shape = (K, C_out) if Kn.dw_transposed(C_out, K) else (C_out, K)
+    acc, tmp = np.empty(shape), np.empty(shape)
+    for i in range(3):
+        Kn.accumulate_dw(acc, dY[i], X[i], i == 0, tmp)
+    want = np.einsum("nol,nkl->ok", dY, X)
+    got = acc.T if Kn.dw_transposed(C_out, K) else acc
+    assert _rel(got, want) <= 1e-14
+    parts = np.empty((2,) + shape)
+    Kn.accumulate_dw_stacked(acc, dY[:2], X[:2], True, parts, tmp)
+    Kn.accumulate_dw_stacked(acc, dY[2:], X[2:], False, parts[:1], tmp)
+    assert _rel(acc.T if Kn.dw_transposed(C_out, K) else acc, want) <= 1e-14
+
+
+def test_blas_threads_follows_threadpool_limits():
+    from threadpoolctl import threadpool_limits
+
+    from probgen.kernels._masked_conv_kernels import blas_threads
+    with threadpool_limits(1, user_api="blas"):
+        assert blas_threads() == 1
+    with threadpool_limits(2, user_api="blas"):
+        assert blas_threads() == 2

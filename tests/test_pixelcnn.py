@@ -86,9 +86,52 @@ def test_loss_and_grads_match_torch_autograd(levels):
     assert all(np.any(g != 0) for g in grads.values())  # no dead layer hides a wrong gradient
 
 
-@pytest.mark.parametrize("levels", [2, 3])
-def test_loss_and_grads_match_finite_differences(levels):
-    m = _model(shape=(3, 4), channels=4, n_layers=1, levels=levels)
+@pytest.mark.parametrize("levels", [2, 5])
+def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels):
+    """The network runs image chunk by image chunk (all N at once with threaded BLAS): every chunking
+    (1 image, 2 + 2 + 1 with a remainder, the whole batch) gives torch's loss and gradients, and the
+    same logits, scores and gradients as the single chunk."""
+    from _require import require_torch
+    torch = require_torch()
+    import probgen.models.pixelcnn as pc
+    m = _model(levels=levels, first_kernel_size=5)
+    X = _images(levels, 5, (4, 5))
+    t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
+    per_image = 6 * 4 * 5 * 8  # C * H * W * itemsize
+    results = []
+    for threads, budget, images in [(1, 10 ** 9, 5), (1, per_image, 1), (1, 2 * per_image, 2), (2, per_image, 5)]:
+        monkeypatch.setattr(pc, "blas_threads", lambda: threads)
+        monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
+        assert pc._images_per_chunk(5, 6, 20, 8) == images
+        loss, grads = m.loss_and_grads(X)
+        assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
+        for k, g in grads.items():
+            tg = t_grads[k]
+            g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
+            assert relative_error(g, tg) <= 1e-8, (budget, k)
+        results.append((loss, grads, m.conditional_logits(X), m.score_samples(X)))
+    loss0, grads0, logits0, scores0 = results[0]
+    for loss, grads, logits, scores in results[1:]:
+        assert abs(loss - loss0) <= 1e-14 * abs(loss0)
+        assert max(relative_error(grads[k], grads0[k]) for k in grads0) <= 1e-13
+        np.testing.assert_allclose(logits, logits0, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(scores, scores0, rtol=1e-13)
+
+
+def test_saved_activations_do_not_leak_between_training_and_evaluation():
+    """Evaluation passes (no tape) use their own buffers: scoring between two training steps changes nothing."""
+    m = _model(levels=3)
+    X, Y = _images(3, 4, (4, 5)), _images(3, 7, (4, 5), seed=5)
+    loss, grads = m.loss_and_grads(X)
+    m.score_samples(Y)
+    m.conditional_logits(Y[:2])
+    loss2, grads2 = m.loss_and_grads(X)
+    assert loss2 == loss and all(np.array_equal(grads[k], grads2[k]) for k in grads)
+
+
+@pytest.mark.parametrize("levels, n_layers", [(2, 1), (3, 1), (2, 0)])
+def test_loss_and_grads_match_finite_differences(levels, n_layers):
+    m = _model(shape=(3, 4), channels=4, n_layers=n_layers, levels=levels)
     X = _images(levels, 3, (3, 4))
     report = gradcheck(lambda: m.loss_and_grads(X), m.named_parameters(), eps=1e-4, order=4, rng=0, rtol=1e-8,
                        elementwise_max=40)

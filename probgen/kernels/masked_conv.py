@@ -16,22 +16,26 @@ optimiser does not visit them, and a parameter count is honest.
 
 **Kernel.**  Nothing multiplies by a zero tap.  For a chunk of images a serial Numba *causal
 im2col* gathers the T shifted copies of every input channel (zeros outside the image) into a
-buffer of shape (C_in T + 1, images, H W) whose last row is ones, and one GEMM per chunk,
-:math:`Y = [W \\,|\\, b]\\,\\mathrm{cols}`, gives the output with the bias.  The backward pass
-forms :math:`dW = dY\\,\\mathrm{cols}^\\top` (its last column is ``db``)
-``[eq:masked-conv-backward-w]``, then :math:`W^\\top dY` over the same buffer, whose shifted
-planes are added back into :math:`dX` (col2im) ``[eq:masked-conv-backward-x]``.  Chunks are sized
-to about 4 MiB so the gather stays in cache; when the whole batch fits (the 1-channel 7x7 input
-layer: 25 planes) the backward reuses the forward's gather instead of redoing it.  1x1 mask-B
-convolutions (pointwise) skip the gather.  The kernels are serial on purpose: Numba's parallel
-workers next to multi-threaded BLAS steal its cores (PERFORMANCE.md).
+buffer of shape (C_in T + 1, images, H W) whose last row is ones, and GEMMs give
+:math:`Y = [W \\,|\\, b]\\,\\mathrm{cols}` with the bias.  The backward pass forms
+:math:`dW = dY\\,\\mathrm{cols}^\\top` (its last column is ``db``) ``[eq:masked-conv-backward-w]``,
+then :math:`W^\\top dY` over the same buffer, whose shifted planes are added back into :math:`dX`
+(col2im) ``[eq:masked-conv-backward-x]``.  1x1 mask-B convolutions (pointwise) skip the gather.
+The compiled parts live in :mod:`probgen.kernels._masked_conv_kernels`; they are serial on
+purpose (Numba's parallel workers next to BLAS steal its cores, PERFORMANCE.md).
 
-**Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays: the gather
-reads NCHW directly, and the GEMM result is copied into NCHW order.  ``layout="CNHW"``
-((C, N, H, W), channels outermost) is what :class:`probgen.models.PixelCNN` uses for every
-activation: the GEMM writes ``y`` in place and pointwise layers are one GEMM for the batch.  For
-one channel both layouts are the same memory.  Few, large GEMM calls also keep BLAS's threads
-in step on a busy machine (per-image GEMMs were an order of magnitude slower under contention).
+**Chunks follow BLAS's threads.**  With one BLAS thread a chunk's gather is about 1 MiB, so
+gather, GEMMs and col2im run in L2; the backward redoes each chunk's gather (cheaper than keeping
+all of them), NCHW runs one GEMM per image straight into ``y[n]`` / from ``dy[n]``, and
+:math:`dW` is formed in whichever orientation OpenBLAS runs faster.  With threaded BLAS every
+GEMM call synchronises its threads (on a busy machine small calls were 10-30x slower), so a chunk
+is up to 32 MiB (a whole batch of 32 images at 64 channels), NCHW goes through one GEMM per chunk
+and a transposing copy, and when the whole batch fits the backward reuses the forward's gather.
+
+**Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays;
+``layout="CNHW"`` ((C, N, H, W), channels outermost, as :class:`probgen.models.PixelCNN`
+keeps its activations) writes each chunk's GEMM straight into a column block of ``y``.  For
+one channel both layouts are the same memory.
 
 **Buffers.**  With a :class:`MaskedConvWorkspace` the gather buffer, the output and ``dx``
 are reused from call to call (nothing large is allocated after the first call); the
@@ -46,12 +50,20 @@ masks above are the whole story.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from numba import njit
 
-from .._validation import check_option, check_positive_int
+from .._validation import check_option
+from . import _masked_conv_kernels as _k
+from ._masked_conv_taps import (
+    _MASKS,
+    _taps,
+    causal_taps,
+    conv_mask,
+    kernel_size_from_taps,
+    n_causal_taps,
+    pack_masked_weight,
+    unpack_masked_weight,
+)
 
 __all__ = [
     "causal_taps",
@@ -67,178 +79,11 @@ __all__ = [
     "masked_conv2d_backward_reference",
 ]
 
-_MASKS = ("A", "B")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LAYOUTS = ("NCHW", "CNHW")
 _SHAPES = {"NCHW": "(N, C_in, H, W)", "CNHW": "(C_in, N, H, W)"}
-_CHUNK_BYTES = 1 << 25  # gather buffer budget: 32 MiB, a whole batch of 32 images at 64 channels (see docs)
-
-
-# ----------------------------------------------------------------------------- masks and packing
-def _check_kernel(kernel_size, mask_type):
-    k = check_positive_int(kernel_size, "kernel_size")
-    if k % 2 == 0:
-        raise ValueError(f"kernel_size must be odd (the mask is centred), got {k}")
-    return k, check_option(mask_type, "mask_type", _MASKS)
-
-
-def n_causal_taps(kernel_size, mask_type) -> int:
-    """:math:`T`: taps kept by the mask, :math:`r(k+1)` (A) or :math:`r(k+1)+1` (B), :math:`r=(k-1)/2`."""
-    k, mask_type = _check_kernel(kernel_size, mask_type)
-    r = k // 2
-    return r * (k + 1) + (mask_type == "B")
-
-
-def kernel_size_from_taps(n_taps, mask_type) -> int:
-    """The odd ``k`` with ``n_causal_taps(k, mask_type) == n_taps`` (``ValueError`` if none)."""
-    mask_type = check_option(mask_type, "mask_type", _MASKS)
-    return _kernel_size(check_positive_int(n_taps, "n_taps", minimum=0), mask_type)
-
-
-@lru_cache(maxsize=64)
-def _kernel_size(n_taps, mask_type) -> int:
-    T = n_taps - (mask_type == "B")
-    r = int(round((np.sqrt(1 + 2 * max(T, 0)) - 1) / 2))  # T = r (2r + 2)
-    if T < 0 or 2 * r * (r + 1) != T:
-        raise ValueError(f"{n_taps} taps is not the tap count of a mask-{mask_type} kernel "
-                         f"(1x1, 3x3, 5x5, 7x7 have {[n_causal_taps(k, mask_type) for k in (1, 3, 5, 7)]})")
-    return 2 * r + 1
-
-
-def causal_taps(kernel_size, mask_type) -> np.ndarray:
-    """Offsets ``(di, dj)`` of the kept taps, raster order: rows above, then left of the centre.
-
-    Returns
-    -------
-    taps : ndarray of shape (T, 2), int64
-        Tap ``t`` multiplies the input at ``(i + di, j + dj)`` for the output at ``(i, j)``
-        ``[eq:masked-conv]``; ``di <= 0`` always, and ``dj < 0`` when ``di == 0`` (``dj = 0``
-        too for mask B) ``[eq:mask-a]`` ``[eq:mask-b]``.
-    """
-    taps = _taps(*_check_kernel(kernel_size, mask_type))
-    return taps.copy()
-
-
-@lru_cache(maxsize=64)
-def _taps(k, mask_type) -> np.ndarray:
-    r = k // 2
-    taps = [(di, dj) for di in range(-r, 1) for dj in range(-r, r + 1)
-            if di < 0 or dj < 0 or (dj == 0 and mask_type == "B")]
-    out = np.array(taps, dtype=np.int64).reshape(-1, 2)
-    out.flags.writeable = False
-    return out
-
-
-def conv_mask(kernel_size, mask_type, dtype=np.float64) -> np.ndarray:
-    """The dense 0/1 mask :math:`M` of shape (k, k) ``[eq:mask-a]`` ``[eq:mask-b]``."""
-    k, _ = _check_kernel(kernel_size, mask_type)
-    m = np.zeros((k, k), dtype=dtype)
-    taps = causal_taps(k, mask_type)
-    m[taps[:, 0] + k // 2, taps[:, 1] + k // 2] = 1
-    return m
-
-
-def pack_masked_weight(W_full, mask_type) -> np.ndarray:
-    """Dense (C_out, C_in, k, k) weight -> packed (C_out, C_in, T) causal taps (masked taps dropped)."""
-    W_full = np.asarray(W_full)
-    if W_full.ndim != 4 or W_full.shape[2] != W_full.shape[3]:
-        raise ValueError(f"W_full must have shape (C_out, C_in, k, k), got {W_full.shape}")
-    k = W_full.shape[2]
-    taps = causal_taps(k, mask_type) + k // 2
-    return np.ascontiguousarray(W_full[:, :, taps[:, 0], taps[:, 1]])
-
-
-def unpack_masked_weight(W, mask_type) -> np.ndarray:
-    """Packed (C_out, C_in, T) -> dense (C_out, C_in, k, k) with zeros at the masked taps."""
-    W = np.asarray(W)
-    if W.ndim != 3:
-        raise ValueError(f"W must have shape (C_out, C_in, T), got {W.shape}")
-    k = kernel_size_from_taps(W.shape[2], mask_type)
-    taps = causal_taps(k, mask_type) + k // 2
-    out = np.zeros(W.shape[:2] + (k, k), dtype=W.dtype)
-    out[:, :, taps[:, 0], taps[:, 1]] = W
-    return out
-
-
-# ----------------------------------------------------------------------------- Numba kernels
-@njit(cache=True, error_model="numpy", fastmath=False)
-def _zero_outside(plane, H, Wd, off, dj):  # pragma: no cover - compiled
-    """Zero the entries of a flat (H*W,) tap plane whose source pixel is outside the image.
-
-    The source of entry ``p = i*W + j`` is flat position ``p + off`` (``off = di*W + dj``):
-    outside when ``p + off`` leaves [0, HW) or when ``j + dj`` leaves [0, W) (a row wrap).
-    """
-    HW = H * Wd
-    lo = min(HW, max(0, -off))
-    hi = max(lo, HW - max(0, off))
-    plane[:lo] = 0
-    plane[hi:] = 0
-    if dj < 0:
-        n = min(Wd, -dj)
-        for i in range(H):
-            plane[i * Wd:i * Wd + n] = 0
-    elif dj > 0:
-        n = max(0, Wd - dj)
-        for i in range(H):
-            plane[i * Wd + n:(i + 1) * Wd] = 0
-
-
-@njit(cache=True, error_model="numpy", fastmath=False)
-def _im2col(x3, cn, s, m, Wd, taps, cols):  # pragma: no cover - compiled
-    """cols[c*T + t, n - s, i*W + j] = x[n, c, i + di_t, j + dj_t] (0 outside)  [eq:masked-conv].
-
-    ``x3`` is (N, C, HW) or, with ``cn``, (C, N, HW), C-contiguous; images ``s .. s+m-1``.
-    Each tap is one flat copy shifted by ``off = di*W + dj`` (a long loop over views, so the
-    indices are provably non-negative and it vectorises), then the entries that wrapped around
-    a row edge or fell off the image are zeroed.
-    """
-    C = x3.shape[0] if cn else x3.shape[1]
-    HW = x3.shape[2]
-    H = HW // Wd
-    T = taps.shape[0]
-    for n in range(m):
-        for c in range(C):
-            src = x3[c, s + n] if cn else x3[s + n, c]
-            for t in range(T):
-                dj = taps[t, 1]
-                off = taps[t, 0] * Wd + dj
-                lo = min(HW, max(0, -off))
-                hi = max(lo, HW - max(0, off))
-                dst = cols[c * T + t, n]
-                a = src[lo + off:hi + off]
-                b = dst[lo:hi]
-                for p in range(hi - lo):
-                    b[p] = a[p]
-                _zero_outside(dst, H, Wd, off, dj)
-
-
-@njit(cache=True, error_model="numpy", fastmath=False)
-def _col2im(cols, taps, dx3, cn, s, m, Wd):  # pragma: no cover - compiled
-    """dx[n, c, i, j] = sum_t dcols[c*T + t, n - s, (i - di_t) W + (j - dj_t)]  [eq:masked-conv-backward-x].
-
-    The overlap-add of the tap planes into ``dx3`` ((N, C, HW), or (C, N, HW) with ``cn``):
-    entries whose source pixel is outside the image are zeroed in ``cols`` (it is scratch),
-    then each plane is added with one flat shifted loop.
-    """
-    C = dx3.shape[0] if cn else dx3.shape[1]
-    HW = dx3.shape[2]
-    H = HW // Wd
-    T = taps.shape[0]
-    for n in range(m):
-        for c in range(C):
-            dst = dx3[c, s + n] if cn else dx3[s + n, c]
-            dst[:] = 0
-            for t in range(T):
-                dj = taps[t, 1]
-                off = taps[t, 0] * Wd + dj
-                lo = min(HW, max(0, -off))
-                hi = max(lo, HW - max(0, off))
-                plane = cols[c * T + t, n]
-                _zero_outside(plane, H, Wd, off, dj)
-                a = plane[lo:hi]
-                b = dst[lo + off:hi + off]
-                for p in range(hi - lo):
-                    b[p] += a[p]
+_CHUNK_BYTES = 1 << 20  # gather buffer budget: 1 MiB, so a chunk's gather, GEMMs and col2im stay in L2 (see docs)
+_CHUNK_BYTES_THREADED = 1 << 25  # with threaded BLAS: 32 MiB, a whole batch of 32 images at 64 channels
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -261,9 +106,10 @@ class MaskedConvWorkspace:
         return int(sum(b.nbytes for b in self._buffers.values()))
 
 
-def _chunk(N, bytes_per_image):
-    """Images per gather: the buffer stays near the cache size, or all N when they fit."""
-    return int(min(N, max(1, _CHUNK_BYTES // max(1, bytes_per_image))))
+def _chunk(N, bytes_per_image, threaded):
+    """Images per gather: the buffer stays near the L2 size (one BLAS thread) or 32 MiB (threaded BLAS)."""
+    budget = _CHUNK_BYTES_THREADED if threaded else _CHUNK_BYTES
+    return int(min(N, max(1, budget // max(1, bytes_per_image))))
 
 
 def _tick(ws):
@@ -275,6 +121,13 @@ def _tick(ws):
 
 def _buffer(ws, name, shape, dtype):
     return np.empty(shape, dtype) if ws is None else ws.get(name, shape, dtype)
+
+
+def _gather_buffer(ws, K, nb, HW, dtype):
+    """The (K + 1, nb, HW) gather buffer, its last row (the bias's) set to ones."""
+    cols = _buffer(ws, "cols", (K + 1, nb, HW), dtype)
+    cols[K] = 1
+    return cols
 
 
 # ----------------------------------------------------------------------------- checks
@@ -353,23 +206,25 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
             y3 += b[:, None]
         return y, cache
     taps = _taps(k, mask_type)
-    nb = _chunk(N, (K + 1) * HW * x.itemsize)
-    cols = _buffer(workspace, "cols", (K + 1, nb, HW), x.dtype)
-    cols[K] = 1  # the ones row carries the bias
+    threaded = _k.blas_threads() > 1
+    nb = _chunk(N, (K + 1) * HW * x.itemsize, threaded)
+    cols = _gather_buffer(workspace, K, nb, HW, x.dtype)
+    Yc = _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
     Wb = np.empty((C_out, K + 1), x.dtype)
     Wb[:, :K] = W.reshape(C_out, K)
     Wb[:, K] = b
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
-    Yc = None if cn else _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype)
     for s in range(0, N, nb):
         m = min(N, s + nb) - s
-        _im2col(x3, cn, s, m, Wd, taps, cols)
+        _k.im2col(x3, cn, s, m, Wd, taps, cols)
         c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
         if cn:  # straight into the column block of y
             np.matmul(Wb, c2, out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])  # [eq:masked-conv]
-        else:
+        elif threaded:  # one GEMM for the chunk, then a transposing copy
             np.matmul(Wb, c2, out=Yc.reshape(C_out, nb * HW)[:, :m * HW])  # [eq:masked-conv]
             np.copyto(y.reshape(N, C_out, HW)[s:s + m], Yc[:, :m].transpose(1, 0, 2))
+        else:  # one GEMM per image, straight into y[n]
+            np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])  # [eq:masked-conv]
     cache[5:7] = taps, cols
     return y, cache
 
@@ -435,27 +290,40 @@ def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
                 _matmul_or_outer(W2.T, dy3, dx.reshape(N, C_in, HW))  # [eq:masked-conv-backward-x]
         return dx, dW, db
     nb = cols.shape[1]
-    dWb = np.zeros((C_out, K + 1), x.dtype)
+    regather = nb < N  # the forward's gather was overwritten by its later chunks
+    threaded = _k.blas_threads() > 1
+    dYc = _buffer(ws, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
+    transposed = _k.dw_transposed(C_out, K + 1)
+    acc = np.empty((K + 1, C_out) if transposed else (C_out, K + 1), x.dtype)
+    tmp = np.empty_like(acc)
     WT = W.reshape(C_out, K).T
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
     dx3 = dx.reshape(x3.shape) if need_dx else None
-    dYc = None if cn else _buffer(ws, "Yc", (C_out, nb, HW), x.dtype)
     for s in range(0, N, nb):
         m = min(N, s + nb) - s
-        if nb < N:  # the chunk's gather was overwritten: redo it
-            _im2col(x3, cn, s, m, Wd, taps, cols)
-        if cn:
-            dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
-        else:
-            np.copyto(dYc[:, :m], dy.reshape(N, C_out, HW)[s:s + m].transpose(1, 0, 2))
-            dY = dYc.reshape(C_out, nb * HW)[:, :m * HW]
+        if regather:
+            _k.im2col(x3, cn, s, m, Wd, taps, cols)
         c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
-        dWb += np.matmul(dY, c2.T)  # dY cols^T  [eq:masked-conv-backward-w]
+        if cn or threaded:  # one GEMM per chunk (NCHW: after a transposing copy of dy)
+            if cn:
+                dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
+            else:
+                np.copyto(dYc[:, :m], dy.reshape(N, C_out, HW)[s:s + m].transpose(1, 0, 2))
+                dY = dYc.reshape(C_out, nb * HW)[:, :m * HW]
+            _k.accumulate_dw(acc, dY, c2, s == 0, tmp)  # dY cols^T  [eq:masked-conv-backward-w]
+            if need_dx:
+                np.matmul(WT, dY, out=c2[:K])  # W^T dY, over the gather  [eq:masked-conv-backward-x]
+        else:  # image by image: dy[n] is the (C_out, HW) block of the chunk
+            parts = _buffer(ws, "dw_parts", (nb,) + acc.shape, x.dtype)
+            _k.accumulate_dw_stacked(acc, dy[s:s + m].reshape(m, C_out, HW), cols[:, :m].transpose(1, 0, 2), s == 0,
+                                     parts[:m], tmp)
+            if need_dx:
+                np.matmul(WT, dy[s:s + m].reshape(m, C_out, HW), out=cols[:K, :m].transpose(1, 0, 2))
         if need_dx:
-            np.matmul(WT, dY, out=c2[:K])  # W^T dY, over the gather  [eq:masked-conv-backward-x]
-            _col2im(cols, taps, dx3, cn, s, m, Wd)
+            _k.col2im(cols, taps, dx3, cn, s, m, Wd)
+    dWb = acc.T if transposed else acc
     dW = np.ascontiguousarray(dWb[:, :K]).reshape(C_out, C_in, T)
-    db = dWb[:, K].copy()  # the ones row: sum of dy
+    db = np.ascontiguousarray(dWb[:, K])  # the ones row: sum of dy
     return dx, dW, db
 
 

@@ -5,9 +5,7 @@
 masked convolutions (:mod:`probgen.kernels.masked_conv`) let pixel :math:`t` see only
 :math:`x_{<t}`.  Derivations in ``docs/pixelcnn.md``.
 
-Network (``[eq:pixelcnn-residual]``), all activations in the channels-outermost (C, N, H, W)
-layout (every convolution is then one GEMM per chunk of images), with :math:`C` = ``channels``,
-:math:`h = \\max(1, C/2)`:
+Network (``[eq:pixelcnn-residual]``), with :math:`C` = ``channels``, :math:`h = \\max(1, C/2)`:
 
 * ``input``: mask-A ``first_kernel_size`` convolution, 1 -> C, of the scaled image
   :math:`2x/(L-1) - 1 \\in [-1, 1]`;
@@ -19,14 +17,30 @@ layout (every convolution is then one GEMM per chunk of images), with :math:`C` 
 
 A 1x1 convolution is a mask-B convolution with :math:`k=1`, so it is causal too.  Parameters
 are named ``<layer>.W`` (packed causal taps, shape (C_out, C_in, T)) and ``<layer>.b``.
+
+Computation: activations are channels-outermost (C, N, H, W), and the whole network runs one chunk
+of images at a time (one 28x28 image at C = 64 with one BLAS thread; the whole batch with threaded
+BLAS), so a chunk's activations, gathers and gradients stay in L2 and only the activations the
+backward pass needs are written out.  Biases ride on a ones row of each layer's input, so they cost
+no pass of their own and their gradients come out of the weight-gradient GEMMs.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from .._validation import check_dtype, check_positive_int, check_rng
-from ..kernels.masked_conv import MaskedConvWorkspace, masked_conv2d_backward, masked_conv2d_forward, n_causal_taps
+from ..kernels._masked_conv_kernels import (
+    accumulate_dw,
+    blas_threads,
+    col2im,
+    dw_transposed,
+    im2col,
+    relu_,
+    relu_grad_,
+    relu_grad_add_,
+    residual_relu_,
+)
+from ..kernels.masked_conv import MaskedConvWorkspace, causal_taps, kernel_size_from_taps, n_causal_taps
 from ..nn.init import he_normal
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
 from ._image import ImageAutoregressive, draw_pixel
@@ -34,6 +48,7 @@ from ._image import ImageAutoregressive, draw_pixel
 __all__ = ["PixelCNN", "network_forward", "network_backward", "layer_specs"]
 
 _EVAL_CHUNK = 64  # images per forward pass when scoring or sampling
+_CHUNK_BYTES = 1 << 18  # images per chunk of the network: one 28x28 image at C = 64 in float32 (256 KiB)
 
 
 # ----------------------------------------------------------------------------- the network
@@ -48,16 +63,20 @@ def layer_specs(channels, n_layers, kernel_size, first_kernel_size, levels):
     return specs
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
-def _relu_backward_(d, y):  # pragma: no cover - compiled
-    """In place: ``d *= (y > 0)`` for the ReLU output ``y`` (0 at the kink, as torch) ``[eq:relu]``.
+def _images_per_chunk(N, C, HW, itemsize):
+    """Images per chunk: the residual stream of a chunk takes about ``_CHUNK_BYTES`` (all N with threaded BLAS)."""
+    if blas_threads() > 1:  # every GEMM call is a synchronisation point of BLAS's threads: few, large ones
+        return N
+    return int(min(N, max(1, _CHUNK_BYTES // (C * HW * itemsize))))
 
-    One fused pass with no temporary (the NumPy form allocates a boolean mask per call).
-    """
-    d1 = d.reshape(-1)
-    y1 = y.reshape(-1)
-    for i in range(d1.size):
-        d1[i] = d1[i] if y1[i] > 0 else 0  # a select, so the loop vectorises
+
+def _with_bias(params, name):
+    """``[W | b]``, (C_out, C_in T + 1): the bias multiplies the ones row at the end of the layer's input."""
+    W, b = params[name + ".W"], params[name + ".b"]
+    Wb = np.empty((W.shape[0], W.shape[1] * W.shape[2] + 1), W.dtype)
+    Wb[:, :-1] = W.reshape(W.shape[0], -1)
+    Wb[:, -1] = b
+    return Wb
 
 
 def network_forward(params, x, n_layers, ws):
@@ -70,6 +89,7 @@ def network_forward(params, x, n_layers, ws):
         The scaled images (channels-outermost "CNHW" layout, as every activation here).
     n_layers : int
     ws : dict {layer name: MaskedConvWorkspace}
+        Buffers, reused from call to call.
 
     Returns
     -------
@@ -78,61 +98,134 @@ def network_forward(params, x, n_layers, ws):
         :math:`x_{<t}` only.  A workspace buffer.
     tape : dict
     """
-    tape = {}
+    return _forward(params, x, n_layers, ws, keep=True)
 
-    def conv(name, inp, mask):
-        y, tape[name] = masked_conv2d_forward(inp, params[name + ".W"], params[name + ".b"], mask,
-                                              workspace=ws[name], layout="CNHW")
-        return y
 
-    H = conv("input", x, "A")  # the residual stream, updated in place
-    for l in range(n_layers):
-        p = f"res{l}"
-        a = ws[p + ".in"].get("relu_in", H.shape, H.dtype)
-        np.maximum(H, 0, out=a)
-        u = conv(p + ".in", a, "B")
-        np.maximum(u, 0, out=u)
-        v = conv(p + ".conv", u, "B")
-        np.maximum(v, 0, out=v)
-        H += conv(p + ".out", v, "B")  # [eq:pixelcnn-residual]
-        tape[p] = (a, u, v)
-    a = ws["out1"].get("relu_in", H.shape, H.dtype)
-    np.maximum(H, 0, out=a)
-    o = conv("out1", a, "B")
-    np.maximum(o, 0, out=o)
-    logits = conv("out2", o, "B")
-    tape["head"] = (a, o)
+def _forward(params, x, n_layers, ws, keep):
+    """:func:`network_forward`, image chunk by image chunk; ``keep=False`` saves no activations (evaluation).
+
+    Every activation is a (channels, columns) array, a column being one pixel of one image.  The
+    input of a 1x1 layer carries a ones row for its bias; the residual stream :math:`H` of a chunk
+    never leaves the chunk's buffer (only :math:`\\mathrm{ReLU}(H)` is needed later).
+    """
+    _, N, H, Wd = x.shape
+    HW, dt = H * Wd, x.dtype
+    C, _, T1 = params["input.W"].shape
+    h = params["res0.in.W"].shape[0] if n_layers else 0
+    m = _images_per_chunk(N, C, HW, dt.itemsize)
+    width = (N if keep else m) * HW  # columns of the saved activations
+
+    def buf(layer, key, rows, ones=False):
+        a = ws[layer].get(key if keep else key + "_eval", (rows + ones, width), dt)
+        if ones:
+            a[rows] = 1
+        return a
+
+    A = [buf(f"res{l}.in", "x", C, True) for l in range(n_layers)] + [buf("out1", "x", C, True)]  # ReLU(H_l)
+    U = [buf(f"res{l}.conv", "x", h) for l in range(n_layers)]
+    V = [buf(f"res{l}.out", "x", h, True) for l in range(n_layers)]
+    O = buf("out2", "x", C, True)
+    Wb = {k[:-2]: _with_bias(params, k[:-2]) for k in params if k.endswith(".W")}
+    K = Wb["out2"].shape[0]
+    logits = ws["out2"].get("y", (K, N, H, Wd), dt)
+    taps1 = causal_taps(kernel_size_from_taps(T1, "A"), "A")
+    cols1 = ws["input"].get("cols", (T1 + 1, m, HW), dt)
+    cols1[T1] = 1
+    cols3 = taps3 = None
+    if n_layers:
+        T3 = params["res0.conv.W"].shape[2]
+        taps3 = causal_taps(kernel_size_from_taps(T3, "B"), "B")
+        cols3 = ws["res0.conv"].get("cols", (h * T3 + 1, m, HW), dt)
+        cols3[h * T3] = 1
+    hbuf, tbuf = (ws["input"].get(key, (C * m * HW,), dt) for key in ("h", "t"))
+    x3, y2 = x.reshape(1, N, HW), logits.reshape(K, N * HW)
+    for s in range(0, N, m):
+        mi = min(N, s + m) - s
+        L = mi * HW
+        o = s if keep else 0  # first image of the chunk in the saved activations
+        j0, j1 = o * HW, o * HW + L
+        Hc = hbuf[:C * L].reshape(C, L)
+        im2col(x3, True, s, mi, Wd, taps1, cols1)
+        np.matmul(Wb["input"], cols1.reshape(T1 + 1, m * HW)[:, :L], out=Hc)  # [eq:masked-conv]
+        np.maximum(Hc, 0, out=A[0][:C, j0:j1])
+        for l in range(n_layers):
+            p = f"res{l}"
+            u, v, t = U[l][:, j0:j1], V[l][:h, j0:j1], tbuf[:C * L].reshape(C, L)
+            np.matmul(Wb[p + ".in"], A[l][:, j0:j1], out=u)
+            relu_(U[l], h, j0, L)
+            im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
+            np.matmul(Wb[p + ".conv"], cols3.reshape(len(cols3), m * HW)[:, :L], out=v)
+            relu_(V[l], h, j0, L)
+            np.matmul(Wb[p + ".out"], V[l][:, j0:j1], out=t)
+            residual_relu_(Hc, t, A[l + 1], j0)  # H += branch, and the next ReLU(H)  [eq:pixelcnn-residual]
+        np.matmul(Wb["out1"], A[n_layers][:, j0:j1], out=O[:C, j0:j1])
+        relu_(O, C, j0, L)
+        np.matmul(Wb["out2"], O[:, j0:j1], out=y2[:, s * HW:s * HW + L])
+    tape = {"x": x, "m": m, "Wb": Wb, "A": A, "U": U, "V": V, "O": O, "cols1": cols1, "cols3": cols3,
+            "taps1": taps1, "taps3": taps3, "ws": ws}
     return logits, tape
 
 
 def network_backward(d_logits, tape, n_layers, grads):
-    """Backward of :func:`network_forward` by the chain rule in reverse layer order.
+    """Backward of :func:`network_forward` by the chain rule in reverse layer order, chunk by chunk.
 
     Writes every parameter's gradient into ``grads`` (same keys as ``params``).
     """
-    def back(name, dy, need_dx=True):
-        dx, dW, db = masked_conv2d_backward(dy, tape[name], need_dx=need_dx)
-        np.copyto(grads[name + ".W"], dW)
-        np.copyto(grads[name + ".b"], db)
-        return dx
+    x, m, Wb, A, U, V, O = (tape[k] for k in ("x", "m", "Wb", "A", "U", "V", "O"))
+    cols1, cols3, taps1, taps3, ws = (tape[k] for k in ("cols1", "cols3", "taps1", "taps3", "ws"))
+    _, N, H, Wd = x.shape
+    HW, dt = H * Wd, x.dtype
+    C, K, h = A[0].shape[0] - 1, Wb["out2"].shape[0], (U[0].shape[0] if n_layers else 0)
+    WT = {name: Wb[name][:, :-1].T for name in Wb}  # for the input gradients  [eq:masked-conv-backward-x]
+    acc, tmp = {}, {}
+    for name, W in Wb.items():
+        shape = W.shape[::-1] if dw_transposed(*W.shape) else W.shape
+        acc[name], tmp[name] = np.empty(shape, dt), np.empty(shape, dt)
+    dbuf, cbuf = (ws["input"].get(key, (C * m * HW,), dt) for key in ("h", "t"))
+    vbuf = ubuf = None  # buffers of the residual blocks; a network may have none (n_layers=0)
+    if n_layers:
+        vbuf, ubuf = (ws["res0.conv"].get(key, (h * m * HW,), dt) for key in ("dv", "du"))
+    x3, dl2 = x.reshape(1, N, HW), d_logits.reshape(K, N * HW)
+    for s in range(0, N, m):
+        mi = min(N, s + m) - s
+        L, j0, first = mi * HW, s * HW, s == 0
 
-    a, o = tape["head"]
-    d_o = back("out2", d_logits)
-    _relu_backward_(d_o, o)
-    d_a = back("out1", d_o)
-    _relu_backward_(d_a, a)
-    dH = d_a  # gradient of the residual stream
-    for l in reversed(range(n_layers)):
-        p = f"res{l}"
-        a, u, v = tape[p]
-        d_v = back(p + ".out", dH)  # the skip passes dH through unchanged  [eq:pixelcnn-residual]
-        _relu_backward_(d_v, v)
-        d_u = back(p + ".conv", d_v)
-        _relu_backward_(d_u, u)
-        d_a = back(p + ".in", d_u)
-        _relu_backward_(d_a, a)
-        dH += d_a
-    back("input", dH, need_dx=False)
+        def dw(name, dY, X):  # [eq:masked-conv-backward-w]; db is the column of the ones row
+            accumulate_dw(acc[name], dY, X, first, tmp[name])
+
+        dl = dl2[:, j0:j0 + L]
+        dw("out2", dl, O[:, j0:j0 + L])
+        d_o = cbuf[:C * L].reshape(C, L)
+        if K == 1:  # an outer product: BLAS is slow at K = 1
+            np.multiply(WT["out2"], dl, out=d_o)
+        else:
+            np.matmul(WT["out2"], dl, out=d_o)
+        relu_grad_(d_o, O, j0)
+        dw("out1", d_o, A[n_layers][:, j0:j0 + L])
+        dH = dbuf[:C * L].reshape(C, L)  # gradient of the residual stream
+        relu_grad_(np.matmul(WT["out1"], d_o, out=dH), A[n_layers], j0)
+        for l in reversed(range(n_layers)):
+            p = f"res{l}"
+            dw(p + ".out", dH, V[l][:, j0:j0 + L])  # the skip passes dH through unchanged  [eq:pixelcnn-residual]
+            d_v = vbuf[:h * L].reshape(h, L)
+            relu_grad_(np.matmul(WT[p + ".out"], dH, out=d_v), V[l], j0)
+            im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
+            c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
+            dw(p + ".conv", d_v, c2)
+            np.matmul(WT[p + ".conv"], d_v, out=c2[:-1])
+            d_u = ubuf[:h * L].reshape(h, mi, HW)
+            col2im(cols3, taps3, d_u, True, 0, mi, Wd)
+            d_u = d_u.reshape(h, L)
+            relu_grad_(d_u, U[l], j0)
+            dw(p + ".in", d_u, A[l][:, j0:j0 + L])
+            d_a = cbuf[:C * L].reshape(C, L)
+            relu_grad_add_(dH, np.matmul(WT[p + ".in"], d_u, out=d_a), A[l], j0)
+        im2col(x3, True, s, mi, Wd, taps1, cols1)
+        dw("input", dH, cols1.reshape(len(cols1), m * HW)[:, :L])
+    for name, W in Wb.items():
+        dWb = acc[name].T if dw_transposed(*W.shape) else acc[name]
+        np.copyto(grads[name + ".W"].reshape(W.shape[0], -1), dWb[:, :-1])
+        np.copyto(grads[name + ".b"], dWb[:, -1])
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -236,7 +329,7 @@ class PixelCNN(ImageAutoregressive):
     def _loss(self, X, want_grads):
         """Sum over pixels of -log p per image (N,), and the gradients of their mean."""
         N = X.shape[0]
-        logits, tape = network_forward(self._params, self._scaled(X), self.n_layers, self._ws)
+        logits, tape = _forward(self._params, self._scaled(X), self.n_layers, self._ws, keep=want_grads)
         dvalue = np.full(N, 1.0 / N, self.dtype)
         if self.levels == 2:
             value, cache = bernoulli_nll_forward(logits.reshape(N, -1), X.reshape(N, -1))  # [eq:pixelcnn-nll]
@@ -280,7 +373,7 @@ class PixelCNN(ImageAutoregressive):
         """Copy of the network's logits, (K, N, H, W)."""
         out = None
         for s in range(0, X.shape[0], _EVAL_CHUNK):
-            logits, _ = network_forward(self._params, self._scaled(X[s:s + _EVAL_CHUNK]), self.n_layers, self._ws)
+            logits, _ = _forward(self._params, self._scaled(X[s:s + _EVAL_CHUNK]), self.n_layers, self._ws, False)
             if out is None:
                 out = np.empty((logits.shape[0], X.shape[0]) + logits.shape[2:], self.dtype)
             out[:, s:s + _EVAL_CHUNK] = logits
@@ -320,7 +413,7 @@ class PixelCNN(ImageAutoregressive):
             Xc = X[s:s + _EVAL_CHUNK]
             for i in range(H):
                 for j in range(W):
-                    logits, _ = network_forward(self._params, self._scaled(Xc), self.n_layers, self._ws)
+                    logits, _ = _forward(self._params, self._scaled(Xc), self.n_layers, self._ws, False)
                     u = rng.random(Xc.shape[0])
                     row = logits[0, :, i, j] if self.levels == 2 else logits[:, :, i, j].T
                     Xc[:, i, j] = draw_pixel(row, u, self.levels)
