@@ -1,4 +1,4 @@
-"""``python -m benchmarks --json FILE [--quick] [--only SUBSTRING] [--threads N]``."""
+"""``python -m benchmarks --json FILE [--markdown FILE] [--quick] [--only SUBSTRING] [--threads N]``."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from ._harness import discover, run_case, set_threads
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--json", metavar="FILE", help="write the records as JSON to FILE")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown rows to FILE (for docs)")
     p.add_argument("--quick", action="store_true", help="smaller inputs, fewer repeats")
     p.add_argument("--only", metavar="SUBSTRING", help="run the cases whose name contains SUBSTRING")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -33,6 +34,13 @@ def main(argv=None) -> int:
         print(f"{rec['name']:<28} {rec['shape']:<28} {rec['dtype']:<8} "
               f"{rec['probgen_s'] * 1e3:>8.2f}ms {rec['peer']:>14} {rec['peer_s'] * 1e3:>8.2f}ms "
               f"{rec['ratio']:>7.3f}", flush=True)
+    if args.markdown:
+        rows = ["| case | shape | dtype | probgen (ms) | peer | peer (ms) | ratio |", "|---|---|---|---|---|---|---|"]
+        rows += [f"| `{r['name']}` | {r['shape']} | {r['dtype']} | {r['probgen_s'] * 1e3:.2f} | {r['peer']} | "
+                 f"{r['peer_s'] * 1e3:.2f} | {r['ratio']:.3f} |" for r in records]
+        with open(args.markdown, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(rows) + "\n")
+        print(f"wrote {args.markdown}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"environment": env, "quick": args.quick, "records": records}, fh, indent=2)
