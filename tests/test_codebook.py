@@ -153,11 +153,25 @@ def test_many_chunks_and_a_ragged_last_chunk(dtype, monkeypatch):
     codebook = rng.standard_normal((300, 12)).astype(dtype)
     x = rng.standard_normal((1000, 12)).astype(dtype)
     one_chunk = nearest_codebook(x, codebook, return_distances=True)
-    monkeypatch.setattr(module, "_CHUNK_BYTES", 1)  # the smallest chunks: 256 rows, the last 232
+    # the smallest chunks (256 rows, the last 232), whichever BLAS thread count picks the chunk size
+    monkeypatch.setattr(module, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(module, "_CHUNK_BYTES_SERIAL", 1)
     indices, distances = nearest_codebook(x, codebook, return_distances=True)
     _assert_argmin(x, codebook, indices, distances)
     np.testing.assert_array_equal(indices, one_chunk[0])  # the chunking does not change the answer
     np.testing.assert_array_equal(distances, one_chunk[1])
+
+
+def test_large_entries_take_the_norm_check_path():
+    """Rows large enough that |x_n|^2 could overflow get their norms checked; the answer is unchanged."""
+    rng = np.random.default_rng(4)
+    # max|x| = 5e18 > sqrt(finfo.max / 4 / D) = 3.3e18, so the norms are summed; |x_n|^2 ~ 2.5e37 is fine
+    x = (rng.standard_normal((50, 8)) * 1e17).astype(np.float32)
+    x[:, 0] = 5e18
+    codebook = (rng.standard_normal((40, 8)) * 1e17).astype(np.float32)
+    codebook[:, 0] = 5e18 + rng.standard_normal(40) * 1e17
+    indices, distances = nearest_codebook(x, codebook, return_distances=True)
+    _assert_argmin(x, codebook, indices, distances)
 
 
 def test_dtypes_kept_and_promoted():

@@ -5,8 +5,8 @@ For every row ``x_n`` the index of the nearest code vector ``e_k`` in squared Eu
 ``[eq:vq-nearest]``.  Because ``|x - e_k|^2 = |x|^2 + |e_k|^2 - 2 x.e_k`` and ``|x|^2`` does not
 depend on ``k``, the argmin only needs the scores ``s_nk = 1/2 |e_k|^2 - x_n.e_k``
 ``[eq:vq-nearest-score]``, whose bulk is one matrix product.  The search therefore runs in chunks
-of rows, with a (rows, K) score buffer of about 8 MiB allocated once (the N x K distance matrix
-is never held):
+of rows, with a (rows, K) score buffer allocated once (about 8 MiB with threaded BLAS, 1 MiB with one
+BLAS thread; the N x K distance matrix is never held):
 
 1. one BLAS GEMM gives the chunk's scores, ``[x, 1] @ [-e_k, |e_k|^2 / 2]^T`` (the half norms ride
    along as an extra column, so no separate pass adds them);
@@ -31,13 +31,16 @@ import numpy as np
 from numba import njit
 
 from .._validation import check_array
+from ._masked_conv_kernels import blas_threads
 
 __all__ = ["nearest_codebook", "nearest_codebook_reference"]
 
-# GEMM chunk: a (rows, K) score buffer of about 8 MiB (4096 rows at K = 512, float32).  Measured on
-# 2 cores: 1 MiB chunks are ~5% faster single-threaded but 3x slower with 2 BLAS threads, which
-# synchronise once per GEMM call.
+# GEMM chunk: a (rows, K) score buffer of about 8 MiB (4096 rows at K = 512, float32) with threaded
+# BLAS, 1 MiB (cache-sized, so the argmin and the screen read the scores from L2) with one BLAS
+# thread.  Measured on 2 cores: 1 MiB chunks are faster single-threaded but 3x slower with 2 BLAS
+# threads, which synchronise once per GEMM call.
 _CHUNK_BYTES = 1 << 23
+_CHUNK_BYTES_SERIAL = 1 << 20
 _MIN_ROWS, _MAX_ROWS = 256, 4096
 
 
@@ -52,12 +55,13 @@ def _squared_distance(x, n, codebook, k):
 
 
 @njit(parallel=False, cache=True, error_model="numpy", fastmath=False)
-def _refine_chunk(x, codebook, scores, first, slack, start, indices, distances):
+def _refine_chunk(x, codebook, scores, first, slack_a, slack_b, start, indices, distances):
     """Finish rows ``start : start + B`` of the search from their GEMM scores.
 
     ``scores[t, k]`` approximates ``s_k = |e_k|^2 / 2 - x_{start+t} . e_k`` ``[eq:vq-nearest-score]``
-    (computed by BLAS in the input dtype), ``first[t]`` is its argmin and ``slack[start + t]`` the
-    float64 screening margin ``[eq:vq-screen-bound]``.  Every code with
+    (computed by BLAS in the input dtype), ``first[t]`` is its argmin and
+    ``slack_a |x_n| + slack_b`` the float64 screening margin ``[eq:vq-screen-bound]`` (the row norm
+    is summed here, in float64, while the row is in cache).  Every code with
     ``s_k <= s_first + slack`` has its squared distance summed directly in float64, in the order
     d = 0..D-1 ``[eq:vq-nearest]``; the smallest wins, the lowest index on ties.  Usually only
     ``first`` survives, and the pass costs one vectorised comparison per score.
@@ -66,7 +70,10 @@ def _refine_chunk(x, codebook, scores, first, slack, start, indices, distances):
     thr_box = np.empty(1, dtype=scores.dtype)  # the threshold in the scores' dtype, rounded up
     for t in range(B):
         n = start + t
-        threshold = np.float64(scores[t, first[t]]) + slack[n]
+        x_sq = 0.0
+        for d in range(x.shape[1]):
+            x_sq += np.float64(x[n, d]) * np.float64(x[n, d])
+        threshold = np.float64(scores[t, first[t]]) + (slack_a * np.sqrt(x_sq) + slack_b)
         thr_box[0] = threshold
         if thr_box[0] < threshold:
             thr_box[0] = np.nextafter(thr_box[0], np.inf)
@@ -89,8 +96,8 @@ def _refine_chunk(x, codebook, scores, first, slack, start, indices, distances):
         distances[n] = best_dist
 
 
-def _screen_slack(x_norm, D, dtype, half_sq_norm):
-    """Per-row screening margin, ``4 delta_n``, float64 ``[eq:vq-screen-bound]``.
+def _screen_slack(D, dtype, half_sq_norm):
+    """The per-row screening margin ``4 delta_n = a |x_n| + b``, float64: returns ``(a, b)`` ``[eq:vq-screen-bound]``.
 
     The GEMM computes each score as a dot product of length D + 1 in the working precision (unit
     roundoff ``u``); in whatever order BLAS sums, ``|fl(a.b) - a.b| <= gamma_{D+1} sum_i |a_i b_i|``
@@ -105,7 +112,7 @@ def _screen_slack(x_norm, D, dtype, half_sq_norm):
     gamma = (D + 2) * u / (1.0 - (D + 2) * u)
     E = np.sqrt(2.0 * half_sq_norm.max())
     tiny = (D + 2) * float(np.finfo(dtype).smallest_subnormal)
-    return 4.0 * gamma * (x_norm * E + 0.5 * E * E) + 4.0 * tiny
+    return 4.0 * gamma * E, 4.0 * gamma * 0.5 * E * E + 4.0 * tiny
 
 
 def nearest_codebook(x, codebook, *, return_distances: bool = False):
@@ -132,7 +139,7 @@ def nearest_codebook(x, codebook, *, return_distances: bool = False):
     -----
     The argmin uses the scores ``s_nk = |e_k|^2 / 2 - x_n . e_k`` ``[eq:vq-nearest-score]``:
     ``|x_n|^2`` is dropped because it is the same for every k.  The scores come from a chunked
-    BLAS GEMM (one ~8 MiB buffer, never the N x K matrix); every code whose score is within a
+    BLAS GEMM (one buffer of 1-8 MiB, never the N x K matrix); every code whose score is within a
     proven rounding bound of the row's minimum ``[eq:vq-screen-bound]`` is re-scored by summing ``(x_nd - e_kd)^2`` directly in float64, and
     that direct sum decides the argmin and is the returned distance (``|x_n|^2`` is thus restored
     without the cancellation of ``|x_n|^2 + 2 s_nk``).  Near-ties closer than the float64
@@ -158,11 +165,13 @@ def nearest_codebook(x, codebook, *, return_distances: bool = False):
     indices = np.empty(N, dtype=np.int64)
     distances = np.empty(N, dtype=np.float64)
     if N:
-        x_sq_norm = np.einsum("nd,nd->n", x, x, dtype=np.float64)
-        if x_sq_norm.max() > big:
-            raise ValueError(f"x has rows whose squared norm overflows {dtype}; rescale it")
-        slack = _screen_slack(np.sqrt(x_sq_norm), D, dtype, half_sq_norm)
-        rows = min(N, max(_MIN_ROWS, min(_MAX_ROWS, _CHUNK_BYTES // (K * dtype.itemsize))))
+        if max(x.max(), -x.min()) > np.sqrt(big / D):  # |x_n|^2 <= D max|x|^2: the norms only when needed
+            x_sq_norm = np.einsum("nd,nd->n", x, x, dtype=np.float64)
+            if x_sq_norm.max() > big:
+                raise ValueError(f"x has rows whose squared norm overflows {dtype}; rescale it")
+        slack_a, slack_b = _screen_slack(D, dtype, half_sq_norm)
+        chunk_bytes = _CHUNK_BYTES if blas_threads() > 1 else _CHUNK_BYTES_SERIAL
+        rows = min(N, max(_MIN_ROWS, min(_MAX_ROWS, chunk_bytes // (K * dtype.itemsize))))
         # scores as one GEMM [eq:vq-nearest-score]: [x, 1] . [-e_k, |e_k|^2 / 2]
         x_aug = np.empty((rows, D + 1), dtype=dtype)
         x_aug[:, D] = 1.0
@@ -176,7 +185,7 @@ def nearest_codebook(x, codebook, *, return_distances: bool = False):
             x_aug[:B, :D] = x[start : start + B]
             np.dot(x_aug[:B], codebook_aug_t, out=scores[:B])
             first = np.argmin(scores[:B], axis=1)
-            _refine_chunk(x, codebook, scores[:B], first, slack, start, indices, distances)
+            _refine_chunk(x, codebook, scores[:B], first, slack_a, slack_b, start, indices, distances)
     if return_distances:
         return indices, distances.astype(dtype, copy=False)
     return indices
