@@ -191,6 +191,22 @@ def test_linear_accumulates_for_any_memory_layout():
     np.testing.assert_allclose(lin.grads["W"], 1 + 2 * x.T @ dy, rtol=1e-14)
 
 
+def test_linear_writes_after_zero_grad_and_adds_after_that():
+    """The first backward after zero_grad writes x.T dy; a second one adds to it (the same arrays)."""
+    rng = np.random.default_rng(10)
+    lin = Linear(5, 4, rng=0, dtype=np.float32)
+    x, dy = rng.standard_normal((7, 5)).astype(np.float32), rng.standard_normal((7, 4)).astype(np.float32)
+    GW, Gb = lin.grads["W"], lin.grads["b"]
+    for passes in (1, 2, 3):
+        lin.zero_grad()
+        for _ in range(passes):
+            lin.forward(x)
+            lin.backward(dy)
+        assert lin.grads["W"] is GW and lin.grads["b"] is Gb
+        np.testing.assert_allclose(GW, passes * (x.T.astype(np.float64) @ dy), rtol=1e-5)
+        np.testing.assert_allclose(Gb, passes * dy.sum(0, dtype=np.float64), rtol=1e-5)
+
+
 def test_sequential_need_dx_false_returns_none_with_same_param_grads():
     net = mlp([3, 5, 2], "softplus", rng=0)
     x, dy = np.random.default_rng(1).standard_normal((4, 3)), np.ones((4, 2))
