@@ -183,9 +183,9 @@ class Linear(Module):
         otherwise it goes through a scratch array and is added.  Everything runs on NumPy's BLAS:
         a second BLAS library in the process (SciPy's own OpenBLAS, used here before) keeps a
         second thread pool spinning, and on 2 cores with 2 threads that made a GAN step ten
-        times slower (50 ms against 5 ms).  Code that writes non-zero values into ``grads``
-        in place between :meth:`zero_grad` and :meth:`backward` lose them (replacing the arrays is
-        detected and accumulates).
+        times slower (50 ms against 5 ms).  Non-zero values written into ``grads`` in place
+        between :meth:`zero_grad` and :meth:`backward` are overwritten, not added to (replacing
+        the arrays themselves is detected, and then the product is added).
         """
         x, W = check_cache(self._get_cache(), "linear", 2)
         dy = upstream(dy, x.shape[:-1] + (W.shape[1],), W.dtype)
