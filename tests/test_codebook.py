@@ -63,6 +63,7 @@ def test_exact_argmin_with_ties_matches_brute_force(problem):
     sq = _brute_force(x, codebook)
     expected = np.argmin(sq, axis=1) if len(x) else np.empty(0, np.int64)
     np.testing.assert_array_equal(indices, expected)  # lowest index among exact ties
+    np.testing.assert_array_equal(nearest_codebook(x, codebook), expected)  # the path without distances
     np.testing.assert_array_equal(distances, sq[np.arange(len(x)), expected].astype(x.dtype))
     assert distances.dtype == x.dtype
     ref_idx, ref_dist = nearest_codebook_reference(x, codebook, return_distances=True)
