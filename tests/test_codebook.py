@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from probgen.kernels.codebook import nearest_codebook, nearest_codebook_reference
+from probgen.kernels.codebook import code_sums, code_sums_reference, nearest_codebook, nearest_codebook_reference
 
 DTYPES = (np.float32, np.float64)
 
@@ -203,3 +203,26 @@ def test_dtypes_kept_and_promoted():
 def test_bad_input_is_rejected(x, codebook, exc, match):
     with pytest.raises(exc, match=match):
         nearest_codebook(x, codebook)
+
+
+# ----------------------------------------------------------------------------- code_sums
+@given(st.integers(0, 40), st.integers(1, 6), st.integers(1, 9), st.sampled_from(DTYPES), st.integers(0, 2**31))
+def test_code_sums_equal_add_at_bit_for_bit(B, C, K, dtype, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, K, size=B)
+    values = rng.standard_normal((B, C)).astype(dtype)
+    got = code_sums(idx, values, K, scale=-2.0 / 7)
+    assert got.dtype == dtype and got.shape == (K, C)
+    np.testing.assert_array_equal(got, code_sums_reference(idx, values, K, scale=-2.0 / 7))
+    # the definition, summed in float64: every row lands in its code, nothing else
+    expect = np.zeros((K, C))
+    for i, k in enumerate(idx):
+        expect[k] += (-2.0 / 7) * values[i].astype(np.float64)
+    np.testing.assert_allclose(got, expect, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.parametrize("idx, match", [([0, 3], r"\[0, 3\)"), ([-1, 0], r"\[0, 3\)"), ([0.0, 1.0], "integers"),
+                                        ([0], r"shape \(2,\)")])
+def test_code_sums_rejects_bad_indices(idx, match):
+    with pytest.raises(ValueError, match=match):
+        code_sums(np.array(idx), np.ones((2, 3)), 3)

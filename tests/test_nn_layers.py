@@ -207,6 +207,26 @@ def test_linear_writes_after_zero_grad_and_adds_after_that():
         np.testing.assert_allclose(Gb, passes * dy.sum(0, dtype=np.float64), rtol=1e-5)
 
 
+def test_prepare_backward_skips_the_fill_but_gives_zero_grad_results():
+    """A model's private reset before its one backward: stale gradient values never leak in."""
+    net = mlp([3, 6, 4, 2], "tanh", rng=0)
+    rng = np.random.default_rng(2)
+    x, dy = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    net.zero_grad()
+    net.forward(x)
+    net.backward(dy, need_dx=False)
+    expected = {k: v.copy() for k, v in net.named_grads().items()}
+    arrays = net.named_grads()
+    for g in arrays.values():
+        g.fill(123.0)  # stale values from some earlier step
+    net._prepare_backward()
+    net.forward(x)
+    net.backward(dy, need_dx=False)
+    for k, g in net.named_grads().items():
+        assert g is arrays[k]
+        np.testing.assert_array_equal(g, expected[k])
+
+
 def test_sequential_need_dx_false_returns_none_with_same_param_grads():
     net = mlp([3, 5, 2], "softplus", rng=0)
     x, dy = np.random.default_rng(1).standard_normal((4, 3)), np.ones((4, 2))

@@ -34,7 +34,7 @@ from numba import njit
 from .._validation import check_array
 from ._masked_conv_kernels import blas_threads
 
-__all__ = ["nearest_codebook", "nearest_codebook_reference"]
+__all__ = ["nearest_codebook", "nearest_codebook_reference", "code_sums", "code_sums_reference"]
 
 # GEMM chunk: a (rows, K) score buffer of about 8 MiB (4096 rows at K = 512, float32) with threaded
 # BLAS, 1 MiB (cache-sized, so the argmin and the screen read the scores from L2) with one BLAS
@@ -241,3 +241,54 @@ def nearest_codebook_reference(x, codebook, *, return_distances: bool = False):
         dist = sq_dist[np.arange(x.shape[0]), indices].astype(dtype)
         return indices, dist
     return indices
+
+
+# ----------------------------------------------------------------------------- per-code sums
+@njit(cache=True, error_model="numpy", fastmath=False)
+def _code_sums(out, indices, values, scale):  # pragma: no cover - compiled
+    for i in range(indices.size):
+        o = out[indices[i]]
+        v = values[i]
+        for c in range(v.size):
+            o[c] += scale * v[c]
+
+
+def code_sums(indices, values, n_codes, *, scale=1.0):
+    """``out[k] = sum_{i: indices[i] = k} scale * values[i]``: the rows of ``values`` summed per code.
+
+    The VQ-VAE needs it twice: the codebook gradient of :math:`\\|sg[z_e] - e\\|^2` (``scale =
+    -2/N``, ``values = z_e - e``) and the EMA statistics ``[eq:vq-ema]`` (``values = z_e``).  A
+    serial Numba loop, in the order of the rows -- so the result is bit-identical to its twin
+    :func:`code_sums_reference` (``np.add.at``), which took ~0.5 ms of a 12 ms VQ-VAE step.
+
+    Parameters
+    ----------
+    indices : ndarray of shape (B,), integer
+        Codes in ``[0, n_codes)``.
+    values : ndarray of shape (B, C), float32 or float64
+    n_codes : int
+    scale : float
+        Applied to every row before it is added (in the dtype of ``values``).
+
+    Returns
+    -------
+    ndarray of shape (n_codes, C), the dtype of ``values``
+    """
+    values = check_array(values, "values", dtype=None, min_rows=0)
+    indices = np.asarray(indices)
+    if indices.shape != values.shape[:1] or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be integers of shape ({values.shape[0]},) to match values "
+                         f"{values.shape}, got {indices.dtype} {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_codes):
+        raise ValueError(f"indices must lie in [0, {n_codes}), got [{indices.min()}, {indices.max()}]")
+    out = np.zeros((n_codes, values.shape[1]), dtype=values.dtype)
+    _code_sums(out, indices.astype(np.int64, copy=False), values, values.dtype.type(scale))
+    return out
+
+
+def code_sums_reference(indices, values, n_codes, *, scale=1.0):
+    """NumPy twin of :func:`code_sums`: ``np.add.at`` of the scaled rows."""
+    values = np.asarray(values)
+    out = np.zeros((n_codes, values.shape[1]), dtype=values.dtype)
+    np.add.at(out, np.asarray(indices), values.dtype.type(scale) * values)
+    return out

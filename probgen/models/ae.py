@@ -98,8 +98,8 @@ class Autoencoder:
 
     # ------------------------------------------------------------------ the seam
     def _loss_and_grads(self, X):
-        self.encoder.zero_grad()
-        self.decoder.zero_grad()
+        self.encoder._prepare_backward()  # the backward below writes every gradient
+        self.decoder._prepare_backward()
         code = self.encoder.forward(X)
         value, cache = mse_forward(self.decoder.forward(code), X)  # [eq:ae-loss]
         N = X.shape[0]

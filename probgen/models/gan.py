@@ -208,7 +208,7 @@ class GAN:
         """D's loss and live grads on real ``X`` (N, D) and fakes ``G(z)``; one batch through D."""
         N = X.shape[0]
         x_fake = self.generator.forward(z)  # G is not differentiated in D's step
-        self.discriminator.zero_grad()
+        self.discriminator._prepare_backward()  # the backward below writes every gradient
         logits = self.discriminator.forward(np.concatenate([X, x_fake]))[:, 0]
         loss, d_real, d_fake = discriminator_loss(logits[:N], logits[N:])  # [eq:gan-d-loss]
         self.discriminator.backward(np.concatenate([d_real, d_fake])[:, None], need_dx=False)
@@ -218,7 +218,7 @@ class GAN:
 
     def _generator_pass(self, z):
         """G's loss and live grads: back through D to the fakes, then through G ``[eq:gan-backward]``."""
-        self.generator.zero_grad()
+        self.generator._prepare_backward()  # the backward below writes every gradient
         x_fake = self.generator.forward(z)
         logits = self.discriminator.forward(x_fake)
         loss, d_logits = generator_loss(logits[:, 0], self.generator_loss)

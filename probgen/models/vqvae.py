@@ -21,7 +21,7 @@ from .._validation import (
     check_positive_int,
     check_rng,
 )
-from ..kernels.codebook import nearest_codebook
+from ..kernels.codebook import code_sums, nearest_codebook
 from ..nn.layers import mlp
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, mse_backward, mse_forward
 from . import _training, vq_prior
@@ -57,8 +57,7 @@ def ema_codebook_update(cluster_size, code_sum, z_e, indices, *, decay, eps):
     """
     K = cluster_size.shape[0]
     counts = np.bincount(indices, minlength=K).astype(cluster_size.dtype)
-    sums = np.zeros_like(code_sum)
-    np.add.at(sums, indices, z_e)
+    sums = code_sums(indices, z_e, K).astype(code_sum.dtype, copy=False)
     cluster_size = decay * cluster_size + (1.0 - decay) * counts  # [eq:vq-ema]
     code_sum = decay * code_sum + (1.0 - decay) * sums
     n = cluster_size.sum()
@@ -262,8 +261,8 @@ class VQVAE:
     def _loss_and_grads(self, X, return_codes=False):
         N = X.shape[0]
         L, C = self.n_latents, self.code_dim
-        self.encoder.zero_grad()
-        self.decoder.zero_grad()
+        self.encoder._prepare_backward()  # the backward below writes every gradient
+        self.decoder._prepare_backward()
         z_e = self.encoder.forward(X).reshape(N, L, C)
         idx, z_q = self._quantise(z_e)
         rec, rec_backward = self._recon(self.decoder.forward(z_q.reshape(N, L * C)), X)
@@ -276,9 +275,10 @@ class VQVAE:
         d_zq = self.decoder.backward(d_out).reshape(N, L, C)
         d_ze = d_zq + (2.0 * self.beta / N) * diff  # straight-through copy + commitment [eq:vq-straight-through]
         self.encoder.backward(d_ze.reshape(N, L * C), need_dx=False)
-        d_codebook = np.zeros_like(self.codebook)
-        if use_codebook_loss:
-            np.add.at(d_codebook, idx.ravel(), (-2.0 / N) * diff.reshape(N * L, C))  # d/de of |sg[z_e] - e|^2
+        if use_codebook_loss:  # d/de of |sg[z_e] - e|^2
+            d_codebook = code_sums(idx.ravel(), diff.reshape(N * L, C), self.n_codes, scale=-2.0 / N)
+        else:
+            d_codebook = np.zeros_like(self.codebook)
         grads = {**self.encoder.named_grads("encoder"), **self.decoder.named_grads("decoder"),
                  "codebook": d_codebook}
         if return_codes:

@@ -83,6 +83,18 @@ class Module:
         for child in self.children().values():
             child.zero_grad()
 
+    def _prepare_backward(self) -> None:
+        """Private :meth:`zero_grad` for a model's own step, when one backward pass follows at once.
+
+        Layers whose backward writes every gradient entry after a reset (:class:`Linear`) skip the
+        fill and only remember the reset; the others fill.  The gradient arrays hold stale values
+        until that backward runs, so this is for internal ``loss_and_grads`` paths only.
+        """
+        for g in self.grads.values():
+            g.fill(0)
+        for child in self.children().values():
+            child._prepare_backward()
+
     def n_parameters(self) -> int:
         """Total number of scalar parameters."""
         return int(sum(p.size for p in self.named_parameters().values()))
@@ -167,6 +179,9 @@ class Linear(Module):
 
     def zero_grad(self) -> None:
         super().zero_grad()
+        self._zeroed = self._grad_arrays()
+
+    def _prepare_backward(self) -> None:  # backward overwrites W's and b's gradients: no fill
         self._zeroed = self._grad_arrays()
 
     def forward(self, x):
