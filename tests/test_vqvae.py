@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from probgen.kernels.codebook import nearest_codebook_reference
-from probgen.models.vqvae import VQVAE, code_perplexity, ema_codebook_update, restart_dead_codes
+from probgen.models.vq_codebook import code_perplexity, ema_codebook_update, restart_dead_codes
+from probgen.models.vqvae import VQVAE
 
 
 def _data(N=40, D=12, seed=0):
