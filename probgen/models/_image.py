@@ -11,7 +11,7 @@ import numpy as np
 from .._validation import NotFittedError
 from ..nn.functional import log_softmax, sigmoid
 from . import _training
-from ._persist import load_model, save_model
+from ._persist import Persistent
 
 
 def draw_pixel(logits, u, levels):
@@ -27,7 +27,7 @@ def draw_pixel(logits, u, levels):
     return np.minimum((cdf < u[:, None]).sum(axis=1), levels - 1).astype(np.uint8)
 
 
-class ImageAutoregressive:
+class ImageAutoregressive(Persistent):
     """Mixin: named_parameters, fit, score_samples, score, save and load for image models."""
 
     def named_parameters(self) -> dict[str, np.ndarray]:
@@ -116,17 +116,9 @@ class ImageAutoregressive:
         """Mean exact log-likelihood per image (nats)."""
         return float(np.mean(self.score_samples(X), dtype=np.float64))
 
-    def save(self, path):
-        """Write the parameters, configuration and history to ``path`` (one ``.npz``, atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
 
     @classmethod
     def _from_config(cls, cfg):
         cfg["image_shape"] = tuple(cfg["image_shape"])
         return cls(**cfg).build()
 
-    @classmethod
-    def load(cls, path):
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]

@@ -45,3 +45,19 @@ def load_model(cls, path):
         np.copyto(own[name], a)
     model.history_ = meta.get("history")
     return model, meta
+
+
+class Persistent:
+    """``save`` / ``load`` for a model whose ``_config``, ``_from_config`` and ``named_parameters`` round-trip."""
+
+    def save(self, path):
+        """Write the parameters, configuration and training history to ``path`` (one ``.npz``, atomic, no pickle)."""
+        check_built = getattr(self, "_check_built", None)
+        if check_built is not None:
+            check_built()
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
+        return load_model(cls, path)[0]

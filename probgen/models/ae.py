@@ -19,14 +19,14 @@ from .._validation import (
 from ..nn.layers import mlp
 from ..nn.losses import mse_backward, mse_forward
 from . import _training
-from ._persist import load_model, save_model
+from ._persist import Persistent
 from .vae import _check_hidden
 
 __all__ = ["Autoencoder"]
 
 
 
-class Autoencoder:
+class Autoencoder(Persistent):
     """MLP autoencoder :math:`\\hat x = g(f(x))` trained on the squared error ``[eq:ae-loss]``.
 
     Parameters
@@ -169,16 +169,9 @@ class Autoencoder:
         return mse_forward(self.decoder.forward(self.encoder.forward(X)), X)[0]
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Parameters and configuration to one ``.npz`` (atomic, no pickle)."""
-        save_model(self, path)
 
     @classmethod
     def _from_config(cls, cfg):
         D = cfg.pop("n_features")
         return cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
 
-    @classmethod
-    def load(cls, path) -> Autoencoder:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]

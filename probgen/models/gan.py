@@ -24,7 +24,7 @@ from .._validation import (
 from ..nn.functional import sigmoid, softplus
 from ..nn.layers import Linear, mlp
 from ..nn.optim import Adam
-from ._persist import load_model, save_model
+from ._persist import Persistent
 from .vae import _check_hidden
 
 __all__ = ["GAN", "discriminator_loss", "generator_loss"]
@@ -113,7 +113,7 @@ def _input_gradient(net, dy):
 
 
 # --------------------------------------------------------------------------- the model
-class GAN:
+class GAN(Persistent):
     """MLP generator and discriminator trained by alternating Adam steps ``[eq:gan-minimax]``.
 
     Parameters
@@ -349,10 +349,6 @@ class GAN:
         return sigmoid(self.discriminator.forward(X)[:, 0])
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Parameters, configuration and history to one ``.npz`` (atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
 
     @classmethod
     def _from_config(cls, cfg):
@@ -360,7 +356,3 @@ class GAN:
         return cls(**{**cfg, "generator_hidden": tuple(cfg["generator_hidden"]),
                       "discriminator_hidden": tuple(cfg["discriminator_hidden"])}).build(D)
 
-    @classmethod
-    def load(cls, path) -> GAN:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]

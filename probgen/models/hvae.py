@@ -35,7 +35,7 @@ from ._hvae_backward import (
     parameter_shapes,
 )
 from ._hvae_topdown import posterior_z1, posterior_z2
-from ._persist import load_model, save_model
+from ._persist import Persistent
 from ._vae_backward import Workspace
 from .vae import _check_hidden
 
@@ -59,7 +59,7 @@ def _check_hidden_pair(hidden) -> tuple:
     return (h, h)
 
 
-class HierarchicalVAE:
+class HierarchicalVAE(Persistent):
     """Variational autoencoder with two stochastic layers and a Bernoulli decoder.
 
     Parameters
@@ -367,10 +367,6 @@ class HierarchicalVAE:
         return (rng.random(mean.shape, dtype=self.dtype) < mean).astype(self.dtype)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the parameters and configuration to ``path`` (one ``.npz``, atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
 
     @classmethod
     def _from_config(cls, cfg):
@@ -380,8 +376,4 @@ class HierarchicalVAE:
         return cls(**{**cfg, "latent_dims": tuple(cfg["latent_dims"]),
                       "hidden": tuple(tuple(h) for h in cfg["hidden"])}).build(D)
 
-    @classmethod
-    def load(cls, path) -> HierarchicalVAE:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]
 

@@ -23,7 +23,7 @@ from .._validation import (
 from ..nn.functional import sigmoid
 from ..nn.init import initialize
 from . import _training
-from ._persist import load_model, save_model
+from ._persist import Persistent
 from ._vae_backward import (
     VAESpec,
     Workspace,
@@ -47,7 +47,7 @@ def _check_hidden(hidden) -> tuple:
     return tuple(check_positive_int(h, "hidden[i]") for h in hidden)
 
 
-class VAE:
+class VAE(Persistent):
     """Variational autoencoder with a Gaussian encoder and a Bernoulli or Gaussian decoder.
 
     Parameters
@@ -363,17 +363,9 @@ class VAE:
         return mean + std * rng.standard_normal(mean.shape, dtype=self.dtype)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the parameters and configuration to ``path`` (one ``.npz``, atomic, no pickle)."""
-        self._check_built()
-        save_model(self, path)
 
     @classmethod
     def _from_config(cls, cfg):
         D = cfg.pop("n_features")
         return cls(**{**cfg, "hidden": tuple(cfg["hidden"])}).build(D)
 
-    @classmethod
-    def load(cls, path) -> VAE:
-        """A model read back from :meth:`save` (``ValueError`` on a corrupt or foreign file)."""
-        return load_model(cls, path)[0]
