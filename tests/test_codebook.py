@@ -163,6 +163,28 @@ def test_many_chunks_and_a_ragged_last_chunk(dtype, monkeypatch):
     np.testing.assert_array_equal(distances, one_chunk[1])
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_rows_split_over_threads_give_the_same_answer(threads, monkeypatch):
+    """With several BLAS threads the rows are split over threads of our own (BLAS at one thread
+    meanwhile): same indices and distances as the serial search, and BLAS's setting is restored."""
+    from probgen.kernels import _masked_conv_kernels as blas
+    from probgen.kernels import codebook as module
+
+    rng = np.random.default_rng(5)
+    codebook = rng.standard_normal((300, 12)).astype(np.float32)
+    x = rng.standard_normal((3000, 12)).astype(np.float32)
+    x[1500] = codebook[7]  # a row on a code, and rows near the split points
+    serial = nearest_codebook(x, codebook, return_distances=True)
+    before = blas.blas_threads()
+    monkeypatch.setattr(module, "_CHUNK_BYTES_SERIAL", 1)  # 256-row chunks: every thread gets several
+    monkeypatch.setattr(module, "blas_threads", lambda: threads)
+    indices, distances = nearest_codebook(x, codebook, return_distances=True)
+    np.testing.assert_array_equal(indices, serial[0])
+    np.testing.assert_array_equal(distances, serial[1])
+    _assert_argmin(x, codebook, indices, distances)
+    assert blas.blas_threads() == before
+
+
 def test_large_entries_take_the_norm_check_path():
     """Rows large enough that |x_n|^2 could overflow get their norms checked; the answer is unchanged."""
     rng = np.random.default_rng(4)
@@ -226,3 +248,18 @@ def test_code_sums_equal_add_at_bit_for_bit(B, C, K, dtype, seed):
 def test_code_sums_rejects_bad_indices(idx, match):
     with pytest.raises(ValueError, match=match):
         code_sums(np.array(idx), np.ones((2, 3)), 3)
+
+
+def test_one_blas_thread_sets_and_restores():
+    from threadpoolctl import threadpool_limits
+
+    from probgen.kernels._masked_conv_kernels import blas_threads, one_blas_thread
+
+    with threadpool_limits(2, user_api="blas"):
+        outside = blas_threads()
+        with one_blas_thread():
+            assert blas_threads() == 1
+        assert blas_threads() == outside
+        with pytest.raises(RuntimeError), one_blas_thread():
+            raise RuntimeError("restored on errors too")
+        assert blas_threads() == outside

@@ -12,6 +12,8 @@ together with the chunk's first column ``j0``, so no strided view is ever passed
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 from numba import njit
 
@@ -209,6 +211,25 @@ def blas_threads() -> int:
         own = [c for c in libs if "numpy" in str(c.filepath).lower()]
         _BLAS.append(own or libs)
     return max((c.num_threads for c in _BLAS[0]), default=1)
+
+
+@contextmanager
+def one_blas_thread():
+    """Run the block with NumPy's BLAS at one thread, then restore its thread count.
+
+    For callers that split work over threads of their own (each thread's GEMMs then run serially,
+    with no BLAS pool synchronising or spinning), as scikit-learn's KMeans does.  The setting is
+    process-wide while the block runs.
+    """
+    blas_threads()
+    saved = [c.num_threads for c in _BLAS[0]]
+    for c in _BLAS[0]:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(_BLAS[0], saved):
+            c.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- weight-gradient GEMM

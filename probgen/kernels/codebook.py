@@ -5,8 +5,8 @@ For every row ``x_n`` the index of the nearest code vector ``e_k`` in squared Eu
 ``[eq:vq-nearest]``.  Because ``|x - e_k|^2 = |x|^2 + |e_k|^2 - 2 x.e_k`` and ``|x|^2`` does not
 depend on ``k``, the argmin only needs the scores ``s_nk = 1/2 |e_k|^2 - x_n.e_k``
 ``[eq:vq-nearest-score]``, whose bulk is one matrix product.  The search therefore runs in chunks
-of rows, with a (rows, K) score buffer allocated once (about 8 MiB with threaded BLAS, 1 MiB with one
-BLAS thread; the N x K distance matrix is never held):
+of rows, with a (rows, K) score buffer of about 1 MiB allocated once (cache-sized, so steps 2 and 3
+read the scores from L2; the N x K distance matrix is never held):
 
 1. one BLAS GEMM gives the chunk's scores, ``[x, 1] @ [-e_k, |e_k|^2 / 2]^T`` (the half norms ride
    along as an extra column, so no separate pass adds them);
@@ -21,31 +21,39 @@ BLAS thread; the N x K distance matrix is never held):
 
 Usually a single code survives the screen, so step 3 costs one vectorised comparison per score
 next to the GEMM's D multiply-adds (and the direct distance of that code is summed only when the
-caller asks for distances).  Step 3 is serial on purpose: a ``prange`` pass wedged between
-BLAS calls lets Numba's spinning workers steal the cores from BLAS (PERFORMANCE.md, pitfall 1);
-the rows are already parallel inside the GEMM.  Results do not depend on the chunk size or on the
-number of threads.
+caller asks for distances).
+
+**Threads.**  With one BLAS thread the chunks run in turn.  With several (and at least two chunks
+of rows) the rows are split into that many contiguous ranges, each searched by a thread of its own
+with its own buffers while BLAS runs at one thread (:func:`one_blas_thread`, restored afterwards):
+every step -- GEMM, argmin, screen -- is then parallel, and no BLAS pool synchronises per call or
+spins between calls.  (Earlier versions kept BLAS threaded over 8 MiB chunks and ran steps 2-3 on
+one core; a ``prange`` screen between threaded GEMMs was slower still, PERFORMANCE.md pitfall 1.)
+Small searches (fewer than two chunks) run serially with threaded BLAS over one 8 MiB chunk.
+Results do not depend on the chunk size or on the number of threads.
 """
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
 from .._validation import check_array
-from ._masked_conv_kernels import blas_threads
+from ._masked_conv_kernels import blas_threads, one_blas_thread
 
 __all__ = ["nearest_codebook", "nearest_codebook_reference", "code_sums", "code_sums_reference"]
 
-# GEMM chunk: a (rows, K) score buffer of about 8 MiB (4096 rows at K = 512, float32) with threaded
-# BLAS, 1 MiB (cache-sized, so the argmin and the screen read the scores from L2) with one BLAS
-# thread.  Measured on 2 cores: 1 MiB chunks are faster single-threaded but 3x slower with 2 BLAS
-# threads, which synchronise once per GEMM call.
+# GEMM chunk: a (rows, K) score buffer of 1 MiB (cache-sized, so the argmin and the screen read the
+# scores from L2) when each GEMM runs on one BLAS thread; 8 MiB (4096 rows at K = 512, float32) for a
+# small search left to threaded BLAS, whose threads synchronise once per GEMM call (1 MiB chunks were
+# 3x slower there).
 _CHUNK_BYTES = 1 << 23
 _CHUNK_BYTES_SERIAL = 1 << 20
 _MIN_ROWS, _MAX_ROWS = 256, 4096
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def _squared_distance(x, n, codebook, k):
     """``sum_d (x[n, d] - codebook[k, d])^2`` summed in float64 ``[eq:vq-nearest]``.
 
@@ -78,7 +86,7 @@ def _squared_distance(x, n, codebook, k):
     return dist
 
 
-@njit(parallel=False, cache=True, error_model="numpy", fastmath=False)
+@njit(parallel=False, cache=True, error_model="numpy", fastmath=False, nogil=True)
 def _refine_chunk(x, codebook, scores, first, slack_a, slack_b, start, indices, distances, want_distances,
                   thr, counts):
     """Finish rows ``start : start + B`` of the search from their GEMM scores.
@@ -148,6 +156,29 @@ def _screen_slack(D, dtype, half_sq_norm):
     return 4.0 * gamma * E, 4.0 * gamma * 0.5 * E * E + 4.0 * tiny
 
 
+def _rows(N, K, dtype, chunk_bytes):
+    """Rows per GEMM chunk: a (rows, K) score buffer of about ``chunk_bytes``."""
+    return min(N, max(_MIN_ROWS, min(_MAX_ROWS, chunk_bytes // (K * dtype.itemsize))))
+
+
+def _search_rows(x, codebook, codebook_aug_t, slack_a, slack_b, indices, distances, return_distances,
+                 lo, hi, rows):
+    """Rows ``lo:hi`` of the search, ``rows`` at a time, with buffers of its own (one call per thread)."""
+    D, dtype = x.shape[1], x.dtype
+    rows = max(1, min(rows, hi - lo))
+    x_aug = np.empty((rows, D + 1), dtype=dtype)
+    x_aug[:, D] = 1.0
+    scores = np.empty((rows, codebook_aug_t.shape[1]), dtype=dtype)
+    thr, counts = np.empty(rows, dtype=dtype), np.empty(rows, dtype=np.int32)
+    for start in range(lo, hi, rows):
+        B = min(hi, start + rows) - start
+        x_aug[:B, :D] = x[start : start + B]
+        np.dot(x_aug[:B], codebook_aug_t, out=scores[:B])  # [eq:vq-nearest-score]
+        first = np.argmin(scores[:B], axis=1)
+        _refine_chunk(x, codebook, scores[:B], first, slack_a, slack_b, start, indices, distances,
+                      return_distances, thr, counts)
+
+
 def nearest_codebook(x, codebook, *, return_distances: bool = False):
     """Index of the nearest code vector for every row, in squared Euclidean distance.
 
@@ -203,23 +234,19 @@ def nearest_codebook(x, codebook, *, return_distances: bool = False):
             if x_sq_norm.max() > big:
                 raise ValueError(f"x has rows whose squared norm overflows {dtype}; rescale it")
         slack_a, slack_b = _screen_slack(D, dtype, half_sq_norm)
-        chunk_bytes = _CHUNK_BYTES if blas_threads() > 1 else _CHUNK_BYTES_SERIAL
-        rows = min(N, max(_MIN_ROWS, min(_MAX_ROWS, chunk_bytes // (K * dtype.itemsize))))
         # scores as one GEMM [eq:vq-nearest-score]: [x, 1] . [-e_k, |e_k|^2 / 2]
-        x_aug = np.empty((rows, D + 1), dtype=dtype)
-        x_aug[:, D] = 1.0
         codebook_aug_t = np.empty((D + 1, K), dtype=dtype)  # C-ordered: ~7 % faster GEMMs than a transposed view
         np.negative(codebook.T, out=codebook_aug_t[:D])
         codebook_aug_t[D] = half_sq_norm
-        scores = np.empty((rows, K), dtype=dtype)
-        thr, counts = np.empty(rows, dtype=dtype), np.empty(rows, dtype=np.int32)
-        for start in range(0, N, rows):
-            B = min(N, start + rows) - start
-            x_aug[:B, :D] = x[start : start + B]
-            np.dot(x_aug[:B], codebook_aug_t, out=scores[:B])
-            first = np.argmin(scores[:B], axis=1)
-            _refine_chunk(x, codebook, scores[:B], first, slack_a, slack_b, start, indices, distances,
-                          return_distances, thr, counts)
+        search = (x, codebook, codebook_aug_t, slack_a, slack_b, indices, distances, return_distances)
+        threads = blas_threads()
+        serial_rows = _rows(N, K, dtype, _CHUNK_BYTES_SERIAL)
+        if threads > 1 and N >= 2 * serial_rows:  # row ranges on threads of their own, BLAS at one thread each
+            bounds = np.linspace(0, N, threads + 1).astype(int)
+            with one_blas_thread(), ThreadPoolExecutor(threads) as pool:
+                list(pool.map(lambda i: _search_rows(*search, bounds[i], bounds[i + 1], serial_rows), range(threads)))
+        else:
+            _search_rows(*search, 0, N, serial_rows if threads == 1 else _rows(N, K, dtype, _CHUNK_BYTES))
     if return_distances:
         return indices, distances.astype(dtype, copy=False)
     return indices
