@@ -263,3 +263,18 @@ def test_one_blas_thread_sets_and_restores():
         with pytest.raises(RuntimeError), one_blas_thread():
             raise RuntimeError("restored on errors too")
         assert blas_threads() == outside
+
+
+def test_one_blas_thread_nests_and_overlaps():
+    from threadpoolctl import threadpool_limits
+
+    from probgen.kernels._masked_conv_kernels import blas_threads, one_blas_thread
+
+    with threadpool_limits(2, user_api="blas"):
+        outer = one_blas_thread()
+        outer.__enter__()
+        with one_blas_thread():  # an overlapping block (as from a second thread)
+            assert blas_threads() == 1
+        assert blas_threads() == 1  # the first block is still running
+        outer.__exit__(None, None, None)
+        assert blas_threads() == 2

@@ -12,6 +12,7 @@ together with the chunk's first column ``j0``, so no strided view is ever passed
 """
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -213,23 +214,34 @@ def blas_threads() -> int:
     return max((c.num_threads for c in _BLAS[0]), default=1)
 
 
+_ONE_THREAD = {"lock": threading.Lock(), "depth": 0, "saved": None}
+
+
 @contextmanager
 def one_blas_thread():
     """Run the block with NumPy's BLAS at one thread, then restore its thread count.
 
     For callers that split work over threads of their own (each thread's GEMMs then run serially,
     with no BLAS pool synchronising or spinning), as scikit-learn's KMeans does.  The setting is
-    process-wide while the block runs.
+    process-wide while the block runs; overlapping blocks (from several threads) share one saved
+    count, restored when the last of them ends.
     """
     blas_threads()
-    saved = [c.num_threads for c in _BLAS[0]]
-    for c in _BLAS[0]:
-        c.set_num_threads(1)
+    state = _ONE_THREAD
+    with state["lock"]:
+        if state["depth"] == 0:
+            state["saved"] = [c.num_threads for c in _BLAS[0]]
+            for c in _BLAS[0]:
+                c.set_num_threads(1)
+        state["depth"] += 1
     try:
         yield
     finally:
-        for c, n in zip(_BLAS[0], saved):
-            c.set_num_threads(n)
+        with state["lock"]:
+            state["depth"] -= 1
+            if state["depth"] == 0:
+                for c, n in zip(_BLAS[0], state["saved"]):
+                    c.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- weight-gradient GEMM
