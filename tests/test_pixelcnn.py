@@ -88,9 +88,10 @@ def test_loss_and_grads_match_torch_autograd(levels):
 
 @pytest.mark.parametrize("levels", [2, 5])
 def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels):
-    """The network runs image chunk by image chunk (all N at once with threaded BLAS): every chunking
-    (1 image, 2 + 2 + 1 with a remainder, the whole batch) gives torch's loss and gradients, and the
-    same logits, scores and gradients as the single chunk."""
+    """The network runs image chunk by image chunk, and with several BLAS threads on as many threads of its
+    own (contiguous image ranges, weight gradients summed over them): every chunking (1 image, 2 + 2 + 1
+    with a remainder, the whole batch) and every split (2 or 3 workers) gives torch's loss and gradients,
+    and the same logits, scores and gradients as the single chunk."""
     from _require import require_torch
     torch = require_torch()
     import probgen.models.pixelcnn as pc
@@ -99,10 +100,13 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels)
     t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
     per_image = 6 * 4 * 5 * 8  # C * H * W * itemsize
     results = []
-    for threads, budget, images in [(1, 10 ** 9, 5), (1, per_image, 1), (1, 2 * per_image, 2), (2, per_image, 5)]:
+    cases = [(1, 10 ** 9, 5), (1, per_image, 1), (1, 2 * per_image, 2), (2, per_image, 1), (2, 10 ** 9, 5),
+             (3, 2 * per_image, 2)]
+    for threads, budget, images in cases:
         monkeypatch.setattr(pc, "blas_threads", lambda: threads)
         monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
-        assert pc._images_per_chunk(5, 6, 20, 8) == images
+        assert pc._workers(5) == threads
+        assert pc._images_per_chunk(5, 6, 20, 8, threads) == images
         loss, grads = m.loss_and_grads(X)
         assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
         for k, g in grads.items():

@@ -13,6 +13,7 @@ together with the chunk's first column ``j0``, so no strided view is ever passed
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -22,7 +23,7 @@ __all__ = []  # private module
 
 
 # ----------------------------------------------------------------------------- causal im2col / col2im
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def _zero_outside(plane, H, Wd, off, dj):  # pragma: no cover - compiled
     """Zero the entries of a flat (H*W,) tap plane whose source pixel is outside the image.
 
@@ -48,7 +49,7 @@ def _zero_outside(plane, H, Wd, off, dj):  # pragma: no cover - compiled
                 plane[q] = 0
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def _tap_span(taps, t, Wd, HW):  # pragma: no cover - compiled
     """Tap ``t``'s column shift ``dj``, flat shift ``off = di*W + dj`` and the output range [lo, hi) whose source is in the image."""
     dj = taps[t, 1]
@@ -57,7 +58,7 @@ def _tap_span(taps, t, Wd, HW):  # pragma: no cover - compiled
     return dj, off, lo, max(lo, HW - max(0, off))
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def im2col(x3, cn, s, m, Wd, taps, cols):  # pragma: no cover - compiled
     """cols[c*T + t, n - s, i*W + j] = x[n, c, i + di_t, j + dj_t] (0 outside)  [eq:masked-conv].
 
@@ -83,7 +84,7 @@ def im2col(x3, cn, s, m, Wd, taps, cols):  # pragma: no cover - compiled
                 _zero_outside(dst, H, Wd, off, dj)
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def col2im(cols, taps, dx3, cn, s, m, Wd):  # pragma: no cover - compiled
     """dx[n, c, i, j] = sum_t dcols[c*T + t, n - s, (i - di_t) W + (j - dj_t)]  [eq:masked-conv-backward-x].
 
@@ -110,7 +111,7 @@ def col2im(cols, taps, dx3, cn, s, m, Wd):  # pragma: no cover - compiled
 
 
 # ----------------------------------------------------------------------------- fused ReLU passes
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def relu_grad_(d, y, j0):  # pragma: no cover - compiled
     """In place: ``d[r, p] = d[r, p] * (y[r, j0 + p] > 0)`` for a ReLU output ``y`` (0 at the kink, as torch) ``[eq:relu]``.
 
@@ -125,7 +126,7 @@ def relu_grad_(d, y, j0):  # pragma: no cover - compiled
             dr[p] = dr[p] if yr[p] > 0 else 0
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def relu_grad_add_(acc, d, y, j0):  # pragma: no cover - compiled
     """In place: ``acc[r, p] += d[r, p] * (y[r, j0 + p] > 0)``: a ReLU's backward added into a running gradient."""
     L = d.shape[1]
@@ -137,7 +138,7 @@ def relu_grad_add_(acc, d, y, j0):  # pragma: no cover - compiled
             ar[p] += dr[p] if yr[p] > 0 else 0
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def residual_relu_(h, t, a, j0):  # pragma: no cover - compiled
     """In place: ``h += t`` (a residual update), then ``a[r, j0 + p] = max(h[r, p], 0)`` (the next ReLU) ``[eq:relu]``.
 
@@ -154,7 +155,7 @@ def residual_relu_(h, t, a, j0):  # pragma: no cover - compiled
             ar[p] = 0 if v < 0 else v
 
 
-@njit(cache=True, error_model="numpy", fastmath=False)
+@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
 def relu_(a, rows, j0, L):  # pragma: no cover - compiled
     """In place: ``a[r, j0:j0 + L] = max(a[r, j0:j0 + L], 0)`` for ``r < rows`` ``[eq:relu]`` (NaN stays NaN).
 
@@ -212,6 +213,17 @@ def blas_threads() -> int:
         own = [c for c in libs if "numpy" in str(c.filepath).lower()]
         _BLAS.append(own or libs)
     return max((c.num_threads for c in _BLAS[0]), default=1)
+
+
+_POOLS: dict = {}
+
+
+def thread_pool(threads):
+    """A ``ThreadPoolExecutor`` of this size, made once and reused (starting threads per call costs ~0.1 ms)."""
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="probgen")
+    return pool
 
 
 _ONE_THREAD = {"lock": threading.Lock(), "depth": 0, "saved": None}

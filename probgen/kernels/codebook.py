@@ -34,13 +34,11 @@ Results do not depend on the chunk size or on the number of threads.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from numba import njit
 
 from .._validation import check_array
-from ._masked_conv_kernels import blas_threads, one_blas_thread
+from ._masked_conv_kernels import blas_threads, one_blas_thread, thread_pool
 
 __all__ = ["nearest_codebook", "nearest_codebook_reference", "code_sums", "code_sums_reference"]
 
@@ -156,17 +154,6 @@ def _screen_slack(D, dtype, half_sq_norm):
     return 4.0 * gamma * E, 4.0 * gamma * 0.5 * E * E + 4.0 * tiny
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
-def _pool(threads):
-    """A thread pool of this size, made once and reused (starting threads per call cost ~0.1 ms)."""
-    pool = _POOLS.get(threads)
-    if pool is None:
-        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="probgen-codebook")
-    return pool
-
-
 def _rows(N, K, dtype, chunk_bytes):
     """Rows per GEMM chunk: a (rows, K) score buffer of about ``chunk_bytes``."""
     return min(N, max(_MIN_ROWS, min(_MAX_ROWS, chunk_bytes // (K * dtype.itemsize))))
@@ -255,7 +242,7 @@ def nearest_codebook(x, codebook, *, return_distances: bool = False):
         if threads > 1 and N >= 2 * serial_rows:  # row ranges on threads of their own, BLAS at one thread each
             bounds = np.linspace(0, N, threads + 1).astype(int)
             with one_blas_thread():
-                list(_pool(threads).map(lambda i: _search_rows(*search, bounds[i], bounds[i + 1], serial_rows),
+                list(thread_pool(threads).map(lambda i: _search_rows(*search, bounds[i], bounds[i + 1], serial_rows),
                                         range(threads)))
         else:
             _search_rows(*search, 0, N, serial_rows if threads == 1 else _rows(N, K, dtype, _CHUNK_BYTES))

@@ -19,9 +19,12 @@ A 1x1 convolution is a mask-B convolution with :math:`k=1`, so it is causal too.
 are named ``<layer>.W`` (packed causal taps, shape (C_out, C_in, T)) and ``<layer>.b``.
 
 Computation: activations are channels-outermost (C, N, H, W), and the whole network runs one chunk
-of images at a time (one 28x28 image at C = 64 with one BLAS thread; the whole batch with threaded
-BLAS), so a chunk's activations, gathers and gradients stay in L2 and only the activations the
-backward pass needs are written out.  Biases ride on a ones row of each layer's input, so they cost
+of images at a time (one 28x28 image at C = 64), so a chunk's activations, gathers and gradients stay
+in L2 and only the activations the backward pass needs are written out.  With several BLAS threads
+the batch is split into that many contiguous image ranges, each run chunk by chunk on a thread of
+our own while BLAS runs at one thread (every compiled kernel releases the GIL; the weight gradients
+are summed over the ranges): GEMMs that small gain little from BLAS's own threads, which also
+synchronise once per call.  Biases ride on a ones row of each layer's input, so they cost
 no pass of their own and their gradients come out of the weight-gradient GEMMs.
 """
 from __future__ import annotations
@@ -35,10 +38,12 @@ from ..kernels._masked_conv_kernels import (
     col2im,
     dw_transposed,
     im2col,
+    one_blas_thread,
     relu_,
     relu_grad_,
     relu_grad_add_,
     residual_relu_,
+    thread_pool,
 )
 from ..kernels.masked_conv import MaskedConvWorkspace, causal_taps, kernel_size_from_taps, n_causal_taps
 from ..nn.init import he_normal
@@ -63,11 +68,35 @@ def layer_specs(channels, n_layers, kernel_size, first_kernel_size, levels):
     return specs
 
 
-def _images_per_chunk(N, C, HW, itemsize):
-    """Images per chunk: the residual stream of a chunk takes about ``_CHUNK_BYTES`` (all N with threaded BLAS)."""
-    if blas_threads() > 1:  # every GEMM call is a synchronisation point of BLAS's threads: few, large ones
+def _workers(N):
+    """Threads of our own for a batch of N images: BLAS's thread count (capped at N), 1 with one BLAS thread."""
+    return max(1, min(N, blas_threads()))
+
+
+def _images_per_chunk(N, C, HW, itemsize, workers):
+    """Images per chunk: the residual stream of a chunk takes about ``_CHUNK_BYTES`` (each worker's GEMMs on one
+    BLAS thread); with a single worker on threaded BLAS (one image), the whole batch."""
+    if workers == 1 and blas_threads() > 1:
         return N
     return int(min(N, max(1, _CHUNK_BYTES // (C * HW * itemsize))))
+
+
+def _split(N, workers):
+    """Contiguous image ranges ``[(lo, hi)]``, one per worker."""
+    bounds = np.linspace(0, N, workers + 1).astype(int)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run(job, ranges):
+    """``job(lo, hi, worker)`` for every range: inline for one, else on threads of our own with BLAS at one
+    thread each (every kernel in the loop releases the GIL)."""
+    if len(ranges) == 1:
+        job(*ranges[0], 0)
+        return
+    with one_blas_thread():
+        futures = [thread_pool(len(ranges)).submit(job, lo, hi, i) for i, (lo, hi) in enumerate(ranges)]
+        for f in futures:
+            f.result()
 
 
 def _with_bias(params, name):
@@ -112,57 +141,65 @@ def _forward(params, x, n_layers, ws, keep):
     HW, dt = H * Wd, x.dtype
     C, _, T1 = params["input.W"].shape
     h = params["res0.in.W"].shape[0] if n_layers else 0
-    m = _images_per_chunk(N, C, HW, dt.itemsize)
-    width = (N if keep else m) * HW  # columns of the saved activations
+    ranges = _split(N, _workers(N))
+    m = _images_per_chunk(N, C, HW, dt.itemsize, len(ranges))
 
-    def buf(layer, key, rows, ones=False):
-        a = ws[layer].get(key if keep else key + "_eval", (rows + ones, width), dt)
+    def buf(layer, key, rows, ones=False, width=N * HW):
+        a = ws[layer].get(key, (rows + ones, width), dt)
         if ones:
             a[rows] = 1
         return a
 
-    A = [buf(f"res{l}.in", "x", C, True) for l in range(n_layers)] + [buf("out1", "x", C, True)]  # ReLU(H_l)
-    U = [buf(f"res{l}.conv", "x", h) for l in range(n_layers)]
-    V = [buf(f"res{l}.out", "x", h, True) for l in range(n_layers)]
-    O = buf("out2", "x", C, True)
+    def activations(sfx, width):  # ReLU(H_l) with a ones row, the blocks' U and V, the output layer's input
+        A = [buf(f"res{l}.in", "x" + sfx, C, True, width) for l in range(n_layers)]
+        A.append(buf("out1", "x" + sfx, C, True, width))
+        U = [buf(f"res{l}.conv", "x" + sfx, h, False, width) for l in range(n_layers)]
+        V = [buf(f"res{l}.out", "x" + sfx, h, True, width) for l in range(n_layers)]
+        return A, U, V, buf("out2", "x" + sfx, C, True, width)
+
+    saved = activations("", N * HW) if keep else None  # evaluation keeps only each worker's current chunk
     Wb = {k[:-2]: _with_bias(params, k[:-2]) for k in params if k.endswith(".W")}
     K = Wb["out2"].shape[0]
     logits = ws["out2"].get("y", (K, N, H, Wd), dt)
     taps1 = causal_taps(kernel_size_from_taps(T1, "A"), "A")
-    cols1 = ws["input"].get("cols", (T1 + 1, m, HW), dt)
-    cols1[T1] = 1
-    cols3 = taps3 = None
-    if n_layers:
-        T3 = params["res0.conv.W"].shape[2]
-        taps3 = causal_taps(kernel_size_from_taps(T3, "B"), "B")
-        cols3 = ws["res0.conv"].get("cols", (h * T3 + 1, m, HW), dt)
-        cols3[h * T3] = 1
-    hbuf, tbuf = (ws["input"].get(key, (C * m * HW,), dt) for key in ("h", "t"))
+    T3 = params["res0.conv.W"].shape[2] if n_layers else 0
+    taps3 = causal_taps(kernel_size_from_taps(T3, "B"), "B") if n_layers else None
     x3, y2 = x.reshape(1, N, HW), logits.reshape(K, N * HW)
-    for s in range(0, N, m):
-        mi = min(N, s + m) - s
-        L = mi * HW
-        o = s if keep else 0  # first image of the chunk in the saved activations
-        j0, j1 = o * HW, o * HW + L
-        Hc = hbuf[:C * L].reshape(C, L)
-        im2col(x3, True, s, mi, Wd, taps1, cols1)
-        np.matmul(Wb["input"], cols1.reshape(T1 + 1, m * HW)[:, :L], out=Hc)  # [eq:masked-conv]
-        np.maximum(Hc, 0, out=A[0][:C, j0:j1])
-        for l in range(n_layers):
-            p = f"res{l}"
-            u, v, t = U[l][:, j0:j1], V[l][:h, j0:j1], tbuf[:C * L].reshape(C, L)
-            np.matmul(Wb[p + ".in"], A[l][:, j0:j1], out=u)
-            relu_(U[l], h, j0, L)
-            im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
-            np.matmul(Wb[p + ".conv"], cols3.reshape(len(cols3), m * HW)[:, :L], out=v)
-            relu_(V[l], h, j0, L)
-            np.matmul(Wb[p + ".out"], V[l][:, j0:j1], out=t)
-            residual_relu_(Hc, t, A[l + 1], j0)  # H += branch, and the next ReLU(H)  [eq:pixelcnn-residual]
-        np.matmul(Wb["out1"], A[n_layers][:, j0:j1], out=O[:C, j0:j1])
-        relu_(O, C, j0, L)
-        np.matmul(Wb["out2"], O[:, j0:j1], out=y2[:, s * HW:s * HW + L])
-    tape = {"x": x, "m": m, "Wb": Wb, "A": A, "U": U, "V": V, "O": O, "cols1": cols1, "cols3": cols3,
-            "taps1": taps1, "taps3": taps3, "ws": ws}
+
+    def job(lo, hi, worker):  # images lo..hi-1, chunk by chunk, with this worker's scratch
+        A, U, V, O = saved if keep else activations(f"_eval{worker}", m * HW)
+        cols1 = buf("input", f"cols{worker}", T1, True, m * HW).reshape(T1 + 1, m, HW)
+        cols3 = buf("res0.conv", f"cols{worker}", h * T3, True, m * HW).reshape(h * T3 + 1, m, HW) if n_layers else None
+        hbuf, tbuf = (ws["input"].get(f"{key}{worker}", (C * m * HW,), dt) for key in ("h", "t"))
+        for s in range(lo, hi, m):
+            mi = min(hi, s + m) - s
+            L = mi * HW
+            o = s if keep else 0  # first image of the chunk in the saved activations
+            j0, j1 = o * HW, o * HW + L
+            Hc = hbuf[:C * L].reshape(C, L)
+            im2col(x3, True, s, mi, Wd, taps1, cols1)
+            np.matmul(Wb["input"], cols1.reshape(T1 + 1, m * HW)[:, :L], out=Hc)  # [eq:masked-conv]
+            np.maximum(Hc, 0, out=A[0][:C, j0:j1])
+            for l in range(n_layers):
+                p = f"res{l}"
+                u, v, t = U[l][:, j0:j1], V[l][:h, j0:j1], tbuf[:C * L].reshape(C, L)
+                np.matmul(Wb[p + ".in"], A[l][:, j0:j1], out=u)
+                relu_(U[l], h, j0, L)
+                im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
+                np.matmul(Wb[p + ".conv"], cols3.reshape(len(cols3), m * HW)[:, :L], out=v)
+                relu_(V[l], h, j0, L)
+                np.matmul(Wb[p + ".out"], V[l][:, j0:j1], out=t)
+                residual_relu_(Hc, t, A[l + 1], j0)  # H += branch, and the next ReLU(H)  [eq:pixelcnn-residual]
+            np.matmul(Wb["out1"], A[n_layers][:, j0:j1], out=O[:C, j0:j1])
+            relu_(O, C, j0, L)
+            np.matmul(Wb["out2"], O[:, j0:j1], out=y2[:, s * HW:s * HW + L])
+
+    _run(job, ranges)
+    tape = None
+    if keep:
+        A, U, V, O = saved
+        tape = {"x": x, "m": m, "ranges": ranges, "Wb": Wb, "A": A, "U": U, "V": V, "O": O,
+                "taps1": taps1, "taps3": taps3, "ws": ws}
     return logits, tape
 
 
@@ -171,59 +208,74 @@ def network_backward(d_logits, tape, n_layers, grads):
 
     Writes every parameter's gradient into ``grads`` (same keys as ``params``).
     """
-    x, m, Wb, A, U, V, O = (tape[k] for k in ("x", "m", "Wb", "A", "U", "V", "O"))
-    cols1, cols3, taps1, taps3, ws = (tape[k] for k in ("cols1", "cols3", "taps1", "taps3", "ws"))
+    x, m, ranges, Wb, A, U, V, O = (tape[k] for k in ("x", "m", "ranges", "Wb", "A", "U", "V", "O"))
+    taps1, taps3, ws = (tape[k] for k in ("taps1", "taps3", "ws"))
     _, N, H, Wd = x.shape
     HW, dt = H * Wd, x.dtype
     C, K, h = A[0].shape[0] - 1, Wb["out2"].shape[0], (U[0].shape[0] if n_layers else 0)
+    T1 = taps1.shape[0]
+    T3 = taps3.shape[0] if n_layers else 0
     WT = {name: Wb[name][:, :-1].T for name in Wb}  # for the input gradients  [eq:masked-conv-backward-x]
-    acc, tmp = {}, {}
-    for name, W in Wb.items():
-        shape = W.shape[::-1] if dw_transposed(*W.shape) else W.shape
-        acc[name], tmp[name] = np.empty(shape, dt), np.empty(shape, dt)
-    dbuf, cbuf = (ws["input"].get(key, (C * m * HW,), dt) for key in ("h", "t"))
-    vbuf = ubuf = None  # buffers of the residual blocks; a network may have none (n_layers=0)
-    if n_layers:
-        vbuf, ubuf = (ws["res0.conv"].get(key, (h * m * HW,), dt) for key in ("dv", "du"))
     x3, dl2 = x.reshape(1, N, HW), d_logits.reshape(K, N * HW)
-    for s in range(0, N, m):
-        mi = min(N, s + m) - s
-        L, j0, first = mi * HW, s * HW, s == 0
+    shapes = {name: (W.shape[::-1] if dw_transposed(*W.shape) else W.shape) for name, W in Wb.items()}
+    accs = [{name: np.empty(shape, dt) for name, shape in shapes.items()} for _ in ranges]  # per worker
 
-        def dw(name, dY, X):  # [eq:masked-conv-backward-w]; db is the column of the ones row
-            accumulate_dw(acc[name], dY, X, first, tmp[name])
+    def scratch(layer, key, worker, size):
+        return ws[layer].get(f"{key}{worker}", (size,), dt)
 
-        dl = dl2[:, j0:j0 + L]
-        dw("out2", dl, O[:, j0:j0 + L])
-        d_o = cbuf[:C * L].reshape(C, L)
-        if K == 1:  # an outer product: BLAS is slow at K = 1
-            np.multiply(WT["out2"], dl, out=d_o)
-        else:
-            np.matmul(WT["out2"], dl, out=d_o)
-        relu_grad_(d_o, O, j0)
-        dw("out1", d_o, A[n_layers][:, j0:j0 + L])
-        dH = dbuf[:C * L].reshape(C, L)  # gradient of the residual stream
-        relu_grad_(np.matmul(WT["out1"], d_o, out=dH), A[n_layers], j0)
-        for l in reversed(range(n_layers)):
-            p = f"res{l}"
-            dw(p + ".out", dH, V[l][:, j0:j0 + L])  # the skip passes dH through unchanged  [eq:pixelcnn-residual]
-            d_v = vbuf[:h * L].reshape(h, L)
-            relu_grad_(np.matmul(WT[p + ".out"], dH, out=d_v), V[l], j0)
-            im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
-            c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
-            dw(p + ".conv", d_v, c2)
-            np.matmul(WT[p + ".conv"], d_v, out=c2[:-1])
-            d_u = ubuf[:h * L].reshape(h, mi, HW)
-            col2im(cols3, taps3, d_u, True, 0, mi, Wd)
-            d_u = d_u.reshape(h, L)
-            relu_grad_(d_u, U[l], j0)
-            dw(p + ".in", d_u, A[l][:, j0:j0 + L])
-            d_a = cbuf[:C * L].reshape(C, L)
-            relu_grad_add_(dH, np.matmul(WT[p + ".in"], d_u, out=d_a), A[l], j0)
-        im2col(x3, True, s, mi, Wd, taps1, cols1)
-        dw("input", dH, cols1.reshape(len(cols1), m * HW)[:, :L])
+    def job(lo, hi, worker):  # images lo..hi-1 into this worker's weight-gradient sums
+        acc, tmp = accs[worker], {name: np.empty(shape, dt) for name, shape in shapes.items()}
+        dbuf, cbuf = scratch("input", "h", worker, C * m * HW), scratch("input", "t", worker, C * m * HW)
+        cols1 = ws["input"].get(f"cols{worker}", (T1 + 1, m * HW), dt).reshape(T1 + 1, m, HW)
+        cols1[T1] = 1
+        vbuf = ubuf = cols3 = None  # buffers of the residual blocks; a network may have none (n_layers=0)
+        if n_layers:
+            vbuf, ubuf = scratch("res0.conv", "dv", worker, h * m * HW), scratch("res0.conv", "du", worker, h * m * HW)
+            cols3 = ws["res0.conv"].get(f"cols{worker}", (h * T3 + 1, m * HW), dt).reshape(h * T3 + 1, m, HW)
+            cols3[h * T3] = 1
+        for s in range(lo, hi, m):
+            mi = min(hi, s + m) - s
+            L, j0, first = mi * HW, s * HW, s == lo
+
+            def dw(name, dY, X):  # [eq:masked-conv-backward-w]; db is the column of the ones row
+                accumulate_dw(acc[name], dY, X, first, tmp[name])
+
+            dl = dl2[:, j0:j0 + L]
+            dw("out2", dl, O[:, j0:j0 + L])
+            d_o = cbuf[:C * L].reshape(C, L)
+            if K == 1:  # an outer product: BLAS is slow at K = 1
+                np.multiply(WT["out2"], dl, out=d_o)
+            else:
+                np.matmul(WT["out2"], dl, out=d_o)
+            relu_grad_(d_o, O, j0)
+            dw("out1", d_o, A[n_layers][:, j0:j0 + L])
+            dH = dbuf[:C * L].reshape(C, L)  # gradient of the residual stream
+            relu_grad_(np.matmul(WT["out1"], d_o, out=dH), A[n_layers], j0)
+            for l in reversed(range(n_layers)):
+                p = f"res{l}"
+                dw(p + ".out", dH, V[l][:, j0:j0 + L])  # the skip passes dH through unchanged  [eq:pixelcnn-residual]
+                d_v = vbuf[:h * L].reshape(h, L)
+                relu_grad_(np.matmul(WT[p + ".out"], dH, out=d_v), V[l], j0)
+                im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
+                c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
+                dw(p + ".conv", d_v, c2)
+                np.matmul(WT[p + ".conv"], d_v, out=c2[:-1])
+                d_u = ubuf[:h * L].reshape(h, mi, HW)
+                col2im(cols3, taps3, d_u, True, 0, mi, Wd)
+                d_u = d_u.reshape(h, L)
+                relu_grad_(d_u, U[l], j0)
+                dw(p + ".in", d_u, A[l][:, j0:j0 + L])
+                d_a = cbuf[:C * L].reshape(C, L)
+                relu_grad_add_(dH, np.matmul(WT[p + ".in"], d_u, out=d_a), A[l], j0)
+            im2col(x3, True, s, mi, Wd, taps1, cols1)
+            dw("input", dH, cols1.reshape(len(cols1), m * HW)[:, :L])
+
+    _run(job, ranges)
     for name, W in Wb.items():
-        dWb = acc[name].T if dw_transposed(*W.shape) else acc[name]
+        total = accs[0][name]
+        for more in accs[1:]:  # the workers' partial sums, in worker order
+            total += more[name]
+        dWb = total.T if dw_transposed(*W.shape) else total
         np.copyto(grads[name + ".W"].reshape(W.shape[0], -1), dWb[:, :-1])
         np.copyto(grads[name + ".b"], dWb[:, -1])
 
