@@ -206,13 +206,18 @@ def blas_threads() -> int:
     chunks, several do best with few large GEMMs (each call synchronises them).  NumPy's
     library is the one under ``numpy`` (wheels); otherwise every loaded BLAS counts.
     """
+    return max((c.num_threads for c in _blas_controllers()), default=1)
+
+
+def _blas_controllers():
+    """threadpoolctl's controllers of NumPy's BLAS (every loaded BLAS if none is NumPy's), found once."""
     if not _BLAS:
         from threadpoolctl import ThreadpoolController
 
         libs = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
         own = [c for c in libs if "numpy" in str(c.filepath).lower()]
         _BLAS.append(own or libs)
-    return max((c.num_threads for c in _BLAS[0]), default=1)
+    return _BLAS[0]
 
 
 _POOLS: dict = {}
@@ -238,12 +243,12 @@ def one_blas_thread():
     process-wide while the block runs; overlapping blocks (from several threads) share one saved
     count, restored when the last of them ends.
     """
-    blas_threads()
+    controllers = _blas_controllers()
     state = _ONE_THREAD
     with state["lock"]:
         if state["depth"] == 0:
-            state["saved"] = [c.num_threads for c in _BLAS[0]]
-            for c in _BLAS[0]:
+            state["saved"] = [c.num_threads for c in controllers]
+            for c in controllers:
                 c.set_num_threads(1)
         state["depth"] += 1
     try:
@@ -252,8 +257,26 @@ def one_blas_thread():
         with state["lock"]:
             state["depth"] -= 1
             if state["depth"] == 0:
-                for c, n in zip(_BLAS[0], state["saved"]):
+                for c, n in zip(controllers, state["saved"]):
                     c.set_num_threads(n)
+
+
+def split_ranges(N, workers):
+    """Contiguous ranges ``[(lo, hi)]`` of N items (images, rows), one per worker."""
+    bounds = np.linspace(0, N, workers + 1).astype(int)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def run_ranges(job, ranges):
+    """``job(lo, hi, worker)`` for every range: inline for one, else on threads of our own with BLAS at one
+    thread each (the compiled kernels release the GIL, and so does BLAS)."""
+    if len(ranges) == 1:
+        job(*ranges[0], 0)
+        return
+    with one_blas_thread():
+        futures = [thread_pool(len(ranges)).submit(job, lo, hi, i) for i, (lo, hi) in enumerate(ranges)]
+        for f in futures:
+            f.result()
 
 
 # ----------------------------------------------------------------------------- weight-gradient GEMM

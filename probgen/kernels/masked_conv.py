@@ -24,13 +24,15 @@ then :math:`W^\\top dY` over the same buffer, whose shifted planes are added bac
 The compiled parts live in :mod:`probgen.kernels._masked_conv_kernels`; they are serial on
 purpose (Numba's parallel workers next to BLAS steal its cores, PERFORMANCE.md).
 
-**Chunks follow BLAS's threads.**  With one BLAS thread a chunk's gather is about 1 MiB, so
-gather, GEMMs and col2im run in L2; the backward redoes each chunk's gather (cheaper than keeping
-all of them), NCHW runs one GEMM per image straight into ``y[n]`` / from ``dy[n]``, and
-:math:`dW` is formed in whichever orientation OpenBLAS runs faster.  With threaded BLAS every
-GEMM call synchronises its threads (on a busy machine small calls were 10-30x slower), so a chunk
-is up to 32 MiB (a whole batch of 32 images at 64 channels), NCHW goes through one GEMM per chunk
-and a transposing copy, and when the whole batch fits the backward reuses the forward's gather.
+**Chunks and threads.**  A chunk's gather is about 1 MiB, so gather, GEMMs and col2im run in L2
+with one BLAS thread; the backward redoes each chunk's gather (cheaper than keeping all of them),
+NCHW runs one GEMM per image straight into ``y[n]`` / from ``dy[n]``, and :math:`dW` is formed in
+whichever orientation OpenBLAS runs faster.  With T > 1 BLAS threads the images are split into T
+contiguous ranges, each run chunk by chunk as above on a thread of our own while BLAS is held at one
+thread (every compiled kernel releases the GIL; each range has its own gather buffer and weight-
+gradient sum, added in range order): the 3x3 64 -> 64 layer went from 25 to 18 ms at two threads
+(37 ms at one).  A single image with threaded BLAS goes through one GEMM per chunk, a transposing
+copy for NCHW, and the backward reuses the forward's gather.
 
 **Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays;
 ``layout="CNHW"`` ((C, N, H, W), channels outermost, as :class:`probgen.models.PixelCNN`
@@ -123,9 +125,9 @@ def _buffer(ws, name, shape, dtype):
     return np.empty(shape, dtype) if ws is None else ws.get(name, shape, dtype)
 
 
-def _gather_buffer(ws, K, nb, HW, dtype):
+def _gather_buffer(ws, K, nb, HW, dtype, name="cols"):
     """The (K + 1, nb, HW) gather buffer, its last row (the bias's) set to ones."""
-    cols = _buffer(ws, "cols", (K + 1, nb, HW), dtype)
+    cols = _buffer(ws, name, (K + 1, nb, HW), dtype)
     cols[K] = 1
     return cols
 
@@ -206,14 +208,27 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
             y3 += b[:, None]
         return y, cache
     taps = _taps(k, mask_type)
-    threaded = _k.blas_threads() > 1
-    nb = _chunk(N, (K + 1) * HW * x.itemsize, threaded)
-    cols = _gather_buffer(workspace, K, nb, HW, x.dtype)
-    Yc = _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
     Wb = np.empty((C_out, K + 1), x.dtype)
     Wb[:, :K] = W.reshape(C_out, K)
     Wb[:, K] = b
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
+    workers = min(N, _k.blas_threads())
+    if workers > 1:  # image ranges on threads of our own, each with one BLAS thread and its own gather buffer
+        nb = _chunk(N, (K + 1) * HW * x.itemsize, False)
+
+        def job(lo, hi, w):
+            cols_w = _gather_buffer(workspace, K, nb, HW, x.dtype, f"cols{w}")
+            for s in range(lo, hi, nb):
+                m = min(hi, s + nb) - s
+                _forward_chunk(x3, cn, s, m, Wd, taps, cols_w, Wb, y, N, HW)
+
+        _k.run_ranges(job, _k.split_ranges(N, workers))
+        cache[5:7] = taps, None  # the backward regathers, range by range
+        return y, cache
+    threaded = _k.blas_threads() > 1
+    nb = _chunk(N, (K + 1) * HW * x.itemsize, threaded)
+    cols = _gather_buffer(workspace, K, nb, HW, x.dtype)
+    Yc = _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
     for s in range(0, N, nb):
         m = min(N, s + nb) - s
         _k.im2col(x3, cn, s, m, Wd, taps, cols)
@@ -227,6 +242,39 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
             np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])  # [eq:masked-conv]
     cache[5:7] = taps, cols
     return y, cache
+
+
+def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
+    """Images ``s .. s+m-1`` with one BLAS thread: gather, then the GEMM straight into ``y`` ``[eq:masked-conv]``."""
+    C_out, K1 = Wb.shape
+    nb = cols.shape[1]
+    _k.im2col(x3, cn, s, m, Wd, taps, cols)
+    if cn:  # the column block of y
+        np.matmul(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])
+    else:  # one GEMM per image, into y[n]
+        np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])
+
+
+def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first, dx3):
+    """Images ``s .. s+m-1`` with one BLAS thread: regather, dW into ``acc`` ``[eq:masked-conv-backward-w]``,
+    then (``dx3`` not None) dX ``[eq:masked-conv-backward-x]``."""
+    K, C_out = WT.shape
+    nb, HW = cols.shape[1], cols.shape[2]
+    N = dy.shape[1] if cn else dy.shape[0]
+    _k.im2col(x3, cn, s, m, Wd, taps, cols)
+    c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
+    if cn:
+        dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
+        _k.accumulate_dw(acc, dY, c2, first, tmp)
+        if dx3 is not None:
+            np.matmul(WT, dY, out=c2[:K])
+    else:
+        dY3 = dy[s:s + m].reshape(m, C_out, HW)
+        _k.accumulate_dw_stacked(acc, dY3, cols[:, :m].transpose(1, 0, 2), first, parts[:m], tmp)
+        if dx3 is not None:
+            np.matmul(WT, dY3, out=cols[:K, :m].transpose(1, 0, 2))
+    if dx3 is not None:
+        _k.col2im(cols, taps, dx3, cn, s, m, Wd)
 
 
 def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
@@ -289,6 +337,8 @@ def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
             if need_dx:
                 _matmul_or_outer(W2.T, dy3, dx.reshape(N, C_in, HW))  # [eq:masked-conv-backward-x]
         return dx, dW, db
+    if cols is None:  # the forward ran image ranges on threads: so does the backward
+        return _backward_ranges(dy, x, W, taps, cn, N, Wd, HW, K, ws, dx)
     nb = cols.shape[1]
     regather = nb < N  # the forward's gather was overwritten by its later chunks
     threaded = _k.blas_threads() > 1
@@ -325,6 +375,35 @@ def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
     dW = np.ascontiguousarray(dWb[:, :K]).reshape(C_out, C_in, T)
     db = np.ascontiguousarray(dWb[:, K])  # the ones row: sum of dy
     return dx, dW, db
+
+
+def _backward_ranges(dy, x, W, taps, cn, N, Wd, HW, K, ws, dx):
+    """The backward pass over image ranges on threads of our own (one BLAS thread each), the weight
+    gradients summed over the ranges in order."""
+    C_out = W.shape[0]
+    dt = x.dtype
+    nb = _chunk(N, (K + 1) * HW * x.itemsize, False)
+    ranges = _k.split_ranges(N, min(N, _k.blas_threads()))
+    transposed = _k.dw_transposed(C_out, K + 1)
+    shape = (K + 1, C_out) if transposed else (C_out, K + 1)
+    accs = [np.empty(shape, dt) for _ in ranges]
+    WT = W.reshape(C_out, K).T
+    x3 = x.reshape(x.shape[0], x.shape[1], HW)
+    dx3 = dx.reshape(x3.shape) if dx is not None else None
+
+    def job(lo, hi, w):
+        cols = _gather_buffer(ws, K, nb, HW, dt, f"cols{w}")
+        parts = None if cn else _buffer(ws, f"dw_parts{w}", (nb,) + shape, dt)
+        tmp = np.empty(shape, dt)
+        for s in range(lo, hi, nb):
+            _backward_chunk(x3, dy, cn, s, min(hi, s + nb) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3)
+
+    _k.run_ranges(job, ranges)
+    for more in accs[1:]:
+        accs[0] += more
+    dWb = accs[0].T if transposed else accs[0]
+    dW = np.ascontiguousarray(dWb[:, :K]).reshape(W.shape)
+    return dx, dW, np.ascontiguousarray(dWb[:, K])
 
 
 def _matmul_or_outer(A, B, out):

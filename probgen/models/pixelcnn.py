@@ -38,12 +38,12 @@ from ..kernels._masked_conv_kernels import (
     col2im,
     dw_transposed,
     im2col,
-    one_blas_thread,
     relu_,
     relu_grad_,
     relu_grad_add_,
     residual_relu_,
-    thread_pool,
+    run_ranges,
+    split_ranges,
 )
 from ..kernels.masked_conv import MaskedConvWorkspace, causal_taps, kernel_size_from_taps, n_causal_taps
 from ..nn.init import he_normal
@@ -79,24 +79,6 @@ def _images_per_chunk(N, C, HW, itemsize, workers):
     if workers == 1 and blas_threads() > 1:
         return N
     return int(min(N, max(1, _CHUNK_BYTES // (C * HW * itemsize))))
-
-
-def _split(N, workers):
-    """Contiguous image ranges ``[(lo, hi)]``, one per worker."""
-    bounds = np.linspace(0, N, workers + 1).astype(int)
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def _run(job, ranges):
-    """``job(lo, hi, worker)`` for every range: inline for one, else on threads of our own with BLAS at one
-    thread each (every kernel in the loop releases the GIL)."""
-    if len(ranges) == 1:
-        job(*ranges[0], 0)
-        return
-    with one_blas_thread():
-        futures = [thread_pool(len(ranges)).submit(job, lo, hi, i) for i, (lo, hi) in enumerate(ranges)]
-        for f in futures:
-            f.result()
 
 
 def _with_bias(params, name):
@@ -141,7 +123,7 @@ def _forward(params, x, n_layers, ws, keep):
     HW, dt = H * Wd, x.dtype
     C, _, T1 = params["input.W"].shape
     h = params["res0.in.W"].shape[0] if n_layers else 0
-    ranges = _split(N, _workers(N))
+    ranges = split_ranges(N, _workers(N))
     m = _images_per_chunk(N, C, HW, dt.itemsize, len(ranges))
 
     def buf(layer, key, rows, ones=False, width=N * HW):
@@ -194,7 +176,7 @@ def _forward(params, x, n_layers, ws, keep):
             relu_(O, C, j0, L)
             np.matmul(Wb["out2"], O[:, j0:j1], out=y2[:, s * HW:s * HW + L])
 
-    _run(job, ranges)
+    run_ranges(job, ranges)
     tape = None
     if keep:
         A, U, V, O = saved
@@ -270,7 +252,7 @@ def network_backward(d_logits, tape, n_layers, grads):
             im2col(x3, True, s, mi, Wd, taps1, cols1)
             dw("input", dH, cols1.reshape(len(cols1), m * HW)[:, :L])
 
-    _run(job, ranges)
+    run_ranges(job, ranges)
     for name, W in Wb.items():
         total = accs[0][name]
         for more in accs[1:]:  # the workers' partial sums, in worker order
