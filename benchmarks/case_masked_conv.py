@@ -9,8 +9,8 @@
 Both sides: float32, NCHW, the same thread count (the harness), the same upstream gradient.
 The ``*_cnhw`` twins run probgen in the channels-outermost layout (``layout="CNHW"``: input
 (C, N, H, W), output (C_out, N, H, W)); torch stays NCHW there, so those rows compare layouts as
-well as kernels.  probgen's chunking follows the BLAS thread count the harness sets (one thread:
-L2-sized chunks, NCHW one GEMM per image; several: whole-batch GEMMs), see the kernel's docstring.
+well as kernels.  probgen runs L2-sized chunks (NCHW: one GEMM per image); with several BLAS threads, on that many
+image ranges on threads of its own with BLAS at one thread each (the kernel's docstring).
 torch runs the usual PixelCNN recipe ``conv2d(x, W * mask, b, padding=k // 2)`` followed by
 ``y.backward(dy)`` (dense k x k taps, the masked ones multiplied by zero); probgen runs
 :func:`probgen.kernels.masked_conv.masked_conv2d_forward` / ``_backward`` on the packed causal

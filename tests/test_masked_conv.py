@@ -144,25 +144,24 @@ def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, thr
 
     One BLAS thread: chunk after chunk (NCHW: a GEMM per image).  Several: the images are split into
     ranges run on threads of our own, BLAS at one thread each, the weight gradients summed over the
-    ranges; a single image with several BLAS threads takes threaded BLAS.  The BLAS thread count is
-    pinned, not read from the machine.
+    ranges.  A single chunk keeps its gather for the backward.  The BLAS thread count is pinned, not
+    read from the machine.
     """
     import probgen.kernels.masked_conv as mc
     x, Wp, b, dy = _problem(np.random.default_rng(6), 5, 3, 4, 5, 6, k, mask)
     per_image = (3 * n_causal_taps(k, mask) + 1) * 30 * 8
     monkeypatch.setattr(mc._k, "blas_threads", lambda: threads)
     monkeypatch.setattr(mc, "_CHUNK_BYTES", 2 * per_image)  # chunks of 2, 2 and 1 images (or 2 + 1 per range)
-    monkeypatch.setattr(mc, "_CHUNK_BYTES_THREADED", 2 * per_image)
     t = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3))) if layout == "CNHW" else (lambda a: a)
     for n in (5, 1):
         ref_y = masked_conv2d_forward_reference(x[:n], Wp, b, mask)
         ref = masked_conv2d_backward_reference(dy[:n], x[:n], Wp, mask)
         ws = MaskedConvWorkspace()
         y, cache = masked_conv2d_forward(t(x[:n]), Wp, b, mask, layout=layout, workspace=ws)
-        if threads == 1 or n == 1:
-            assert ws.get("cols", (3 * n_causal_taps(k, mask) + 1, min(n, 2), 30), np.float64) is cache[6]
+        if n == 1:  # one chunk: its gather serves the backward
+            assert ws.get("cols", (3 * n_causal_taps(k, mask) + 1, 1, 30), np.float64) is cache[6]
         else:
-            assert cache[6] is None  # the ranges' gathers are redone in the backward
+            assert cache[6] is None  # the chunks' gathers are redone in the backward
         dx, dW, db = masked_conv2d_backward(t(dy[:n]), cache)
         assert _rel(t(y), ref_y) <= 1e-13 and _rel(t(dx), ref[0]) <= 1e-13
         assert _rel(dW, ref[1]) <= 1e-13 and _rel(db, ref[2]) <= 1e-13

@@ -106,7 +106,7 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels)
         monkeypatch.setattr(pc, "blas_threads", lambda: threads)
         monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
         assert pc._workers(5) == threads
-        assert pc._images_per_chunk(5, 6, 20, 8, threads) == images
+        assert pc._images_per_chunk(5, 6, 20, 8) == images
         loss, grads = m.loss_and_grads(X)
         assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
         for k, g in grads.items():

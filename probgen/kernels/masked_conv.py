@@ -31,8 +31,7 @@ whichever orientation OpenBLAS runs faster.  With T > 1 BLAS threads the images 
 contiguous ranges, each run chunk by chunk as above on a thread of our own while BLAS is held at one
 thread (every compiled kernel releases the GIL; each range has its own gather buffer and weight-
 gradient sum, added in range order): the 3x3 64 -> 64 layer went from 25 to 18 ms at two threads
-(37 ms at one).  A single image with threaded BLAS goes through one GEMM per chunk, a transposing
-copy for NCHW, and the backward reuses the forward's gather.
+(37 ms at one).  When the batch fits one chunk, the backward reuses the forward's gather.
 
 **Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays;
 ``layout="CNHW"`` ((C, N, H, W), channels outermost, as :class:`probgen.models.PixelCNN`
@@ -85,7 +84,6 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LAYOUTS = ("NCHW", "CNHW")
 _SHAPES = {"NCHW": "(N, C_in, H, W)", "CNHW": "(C_in, N, H, W)"}
 _CHUNK_BYTES = 1 << 20  # gather buffer budget: 1 MiB, so a chunk's gather, GEMMs and col2im stay in L2 (see docs)
-_CHUNK_BYTES_THREADED = 1 << 25  # with threaded BLAS: 32 MiB, a whole batch of 32 images at 64 channels
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -108,10 +106,9 @@ class MaskedConvWorkspace:
         return int(sum(b.nbytes for b in self._buffers.values()))
 
 
-def _chunk(N, bytes_per_image, threaded):
-    """Images per gather: the buffer stays near the L2 size (one BLAS thread) or 32 MiB (threaded BLAS)."""
-    budget = _CHUNK_BYTES_THREADED if threaded else _CHUNK_BYTES
-    return int(min(N, max(1, budget // max(1, bytes_per_image))))
+def _chunk(N, bytes_per_image):
+    """Images per gather: the buffer stays near the L2 size."""
+    return int(min(N, max(1, _CHUNK_BYTES // max(1, bytes_per_image))))
 
 
 def _tick(ws):
@@ -181,7 +178,7 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
         Reuse its buffers; ``y`` is then a workspace buffer, valid until its next forward.
     layout : {"NCHW", "CNHW"}
         Of ``x`` and ``y``.  "CNHW" (channels outermost) lets every GEMM span the whole
-        chunk of images and write ``y`` in place; "NCHW" costs a transposing copy of ``y``.
+        chunk of images and write ``y`` in place; "NCHW" runs one GEMM per image into ``y[n]``.
 
     Returns
     -------
@@ -212,35 +209,18 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
     Wb[:, :K] = W.reshape(C_out, K)
     Wb[:, K] = b
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
-    workers = min(N, _k.blas_threads())
-    if workers > 1:  # image ranges on threads of our own, each with one BLAS thread and its own gather buffer
-        nb = _chunk(N, (K + 1) * HW * x.itemsize, False)
+    nb = _chunk(N, (K + 1) * HW * x.itemsize)
+    ranges = _k.split_ranges(N, min(N, _k.blas_threads()))  # one range, or one per BLAS thread (own threads)
+    gathers = [None] * len(ranges)
 
-        def job(lo, hi, w):
-            cols_w = _gather_buffer(workspace, K, nb, HW, x.dtype, f"cols{w}")
-            for s in range(lo, hi, nb):
-                m = min(hi, s + nb) - s
-                _forward_chunk(x3, cn, s, m, Wd, taps, cols_w, Wb, y, N, HW)
+    def job(lo, hi, w):
+        gathers[w] = cols = _gather_buffer(workspace, K, nb, HW, x.dtype, "cols" if w == 0 else f"cols{w}")
+        for s in range(lo, hi, nb):
+            _forward_chunk(x3, cn, s, min(hi, s + nb) - s, Wd, taps, cols, Wb, y, N, HW)
 
-        _k.run_ranges(job, _k.split_ranges(N, workers))
-        cache[5:7] = taps, None  # the backward regathers, range by range
-        return y, cache
-    threaded = _k.blas_threads() > 1
-    nb = _chunk(N, (K + 1) * HW * x.itemsize, threaded)
-    cols = _gather_buffer(workspace, K, nb, HW, x.dtype)
-    Yc = _buffer(workspace, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
-    for s in range(0, N, nb):
-        m = min(N, s + nb) - s
-        _k.im2col(x3, cn, s, m, Wd, taps, cols)
-        c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
-        if cn:  # straight into the column block of y
-            np.matmul(Wb, c2, out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])  # [eq:masked-conv]
-        elif threaded:  # one GEMM for the chunk, then a transposing copy
-            np.matmul(Wb, c2, out=Yc.reshape(C_out, nb * HW)[:, :m * HW])  # [eq:masked-conv]
-            np.copyto(y.reshape(N, C_out, HW)[s:s + m], Yc[:, :m].transpose(1, 0, 2))
-        else:  # one GEMM per image, straight into y[n]
-            np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])  # [eq:masked-conv]
-    cache[5:7] = taps, cols
+    _k.run_ranges(job, ranges)
+    # one range of one chunk: the backward can reuse the gather; otherwise it regathers, range by range
+    cache[5:7] = taps, (gathers[0] if len(ranges) == 1 and nb >= N else None)
     return y, cache
 
 
@@ -255,13 +235,14 @@ def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
         np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])
 
 
-def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first, dx3):
-    """Images ``s .. s+m-1`` with one BLAS thread: regather, dW into ``acc`` ``[eq:masked-conv-backward-w]``,
-    then (``dx3`` not None) dX ``[eq:masked-conv-backward-x]``."""
+def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first, dx3, regather):
+    """Images ``s .. s+m-1`` with one BLAS thread: the gather (redone if ``regather``), dW into ``acc``
+    ``[eq:masked-conv-backward-w]``, then (``dx3`` not None) dX over the gather buffer ``[eq:masked-conv-backward-x]``."""
     K, C_out = WT.shape
     nb, HW = cols.shape[1], cols.shape[2]
     N = dy.shape[1] if cn else dy.shape[0]
-    _k.im2col(x3, cn, s, m, Wd, taps, cols)
+    if regather:
+        _k.im2col(x3, cn, s, m, Wd, taps, cols)
     c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
     if cn:
         dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
@@ -337,53 +318,17 @@ def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
             if need_dx:
                 _matmul_or_outer(W2.T, dy3, dx.reshape(N, C_in, HW))  # [eq:masked-conv-backward-x]
         return dx, dW, db
-    if cols is None:  # the forward ran image ranges on threads: so does the backward
-        return _backward_ranges(dy, x, W, taps, cn, N, Wd, HW, K, ws, dx)
-    nb = cols.shape[1]
-    regather = nb < N  # the forward's gather was overwritten by its later chunks
-    threaded = _k.blas_threads() > 1
-    dYc = _buffer(ws, "Yc", (C_out, nb, HW), x.dtype) if threaded and not cn else None
-    transposed = _k.dw_transposed(C_out, K + 1)
-    acc = np.empty((K + 1, C_out) if transposed else (C_out, K + 1), x.dtype)
-    tmp = np.empty_like(acc)
-    WT = W.reshape(C_out, K).T
-    x3 = x.reshape(x.shape[0], x.shape[1], HW)
-    dx3 = dx.reshape(x3.shape) if need_dx else None
-    for s in range(0, N, nb):
-        m = min(N, s + nb) - s
-        if regather:
-            _k.im2col(x3, cn, s, m, Wd, taps, cols)
-        c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
-        if cn or threaded:  # one GEMM per chunk (NCHW: after a transposing copy of dy)
-            if cn:
-                dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
-            else:
-                np.copyto(dYc[:, :m], dy.reshape(N, C_out, HW)[s:s + m].transpose(1, 0, 2))
-                dY = dYc.reshape(C_out, nb * HW)[:, :m * HW]
-            _k.accumulate_dw(acc, dY, c2, s == 0, tmp)  # dY cols^T  [eq:masked-conv-backward-w]
-            if need_dx:
-                np.matmul(WT, dY, out=c2[:K])  # W^T dY, over the gather  [eq:masked-conv-backward-x]
-        else:  # image by image: dy[n] is the (C_out, HW) block of the chunk
-            parts = _buffer(ws, "dw_parts", (nb,) + acc.shape, x.dtype)
-            _k.accumulate_dw_stacked(acc, dy[s:s + m].reshape(m, C_out, HW), cols[:, :m].transpose(1, 0, 2), s == 0,
-                                     parts[:m], tmp)
-            if need_dx:
-                np.matmul(WT, dy[s:s + m].reshape(m, C_out, HW), out=cols[:K, :m].transpose(1, 0, 2))
-        if need_dx:
-            _k.col2im(cols, taps, dx3, cn, s, m, Wd)
-    dWb = acc.T if transposed else acc
-    dW = np.ascontiguousarray(dWb[:, :K]).reshape(C_out, C_in, T)
-    db = np.ascontiguousarray(dWb[:, K])  # the ones row: sum of dy
-    return dx, dW, db
+    return _backward_ranges(dy, x, W, taps, cols, cn, N, Wd, HW, K, ws, dx)
 
 
-def _backward_ranges(dy, x, W, taps, cn, N, Wd, HW, K, ws, dx):
-    """The backward pass over image ranges on threads of our own (one BLAS thread each), the weight
-    gradients summed over the ranges in order."""
+def _backward_ranges(dy, x, W, taps, gathered, cn, N, Wd, HW, K, ws, dx):
+    """The backward pass chunk by chunk, over one image range or (several BLAS threads) one per thread of
+    our own with one BLAS thread each, the weight gradients summed over the ranges in order.  ``gathered``
+    is the forward's gather when it still holds the whole batch (one range of one chunk), else None."""
     C_out = W.shape[0]
     dt = x.dtype
-    nb = _chunk(N, (K + 1) * HW * x.itemsize, False)
-    ranges = _k.split_ranges(N, min(N, _k.blas_threads()))
+    nb = _chunk(N, (K + 1) * HW * x.itemsize)
+    ranges = [(0, N)] if gathered is not None else _k.split_ranges(N, min(N, _k.blas_threads()))
     transposed = _k.dw_transposed(C_out, K + 1)
     shape = (K + 1, C_out) if transposed else (C_out, K + 1)
     accs = [np.empty(shape, dt) for _ in ranges]
@@ -392,11 +337,12 @@ def _backward_ranges(dy, x, W, taps, cn, N, Wd, HW, K, ws, dx):
     dx3 = dx.reshape(x3.shape) if dx is not None else None
 
     def job(lo, hi, w):
-        cols = _gather_buffer(ws, K, nb, HW, dt, f"cols{w}")
+        cols = gathered if gathered is not None else _gather_buffer(ws, K, nb, HW, dt, "cols" if w == 0 else f"cols{w}")
         parts = None if cn else _buffer(ws, f"dw_parts{w}", (nb,) + shape, dt)
         tmp = np.empty(shape, dt)
         for s in range(lo, hi, nb):
-            _backward_chunk(x3, dy, cn, s, min(hi, s + nb) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3)
+            _backward_chunk(x3, dy, cn, s, min(hi, s + nb) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3,
+                            gathered is None)
 
     _k.run_ranges(job, ranges)
     for more in accs[1:]:

@@ -73,11 +73,8 @@ def _workers(N):
     return max(1, min(N, blas_threads()))
 
 
-def _images_per_chunk(N, C, HW, itemsize, workers):
-    """Images per chunk: the residual stream of a chunk takes about ``_CHUNK_BYTES`` (each worker's GEMMs on one
-    BLAS thread); with a single worker on threaded BLAS (one image), the whole batch."""
-    if workers == 1 and blas_threads() > 1:
-        return N
+def _images_per_chunk(N, C, HW, itemsize):
+    """Images per chunk: the residual stream of a chunk takes about ``_CHUNK_BYTES``."""
     return int(min(N, max(1, _CHUNK_BYTES // (C * HW * itemsize))))
 
 
@@ -124,7 +121,7 @@ def _forward(params, x, n_layers, ws, keep):
     C, _, T1 = params["input.W"].shape
     h = params["res0.in.W"].shape[0] if n_layers else 0
     ranges = split_ranges(N, _workers(N))
-    m = _images_per_chunk(N, C, HW, dt.itemsize, len(ranges))
+    m = _images_per_chunk(N, C, HW, dt.itemsize)
 
     def buf(layer, key, rows, ones=False, width=N * HW):
         a = ws[layer].get(key, (rows + ones, width), dt)
