@@ -217,7 +217,8 @@ class BinaryAutoregressive:
         return X, validation
 
     def fit(self, X, epochs=10, batch_size=100, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Minibatch Adam on the mean negative log-likelihood; returns ``self``.
 
         Parameters
@@ -236,6 +237,11 @@ class BinaryAutoregressive:
             Per-epoch atomic checkpoint and resumption, as for :meth:`probgen.models.VAE.fit`.
         lr_decay : float in (0, 1]
             Learning rate of epoch :math:`e` (from 0) is ``lr * lr_decay**e``.
+        lr_schedule : {"exponential", "cosine"}
+            ``"cosine"``: the rate falls from ``lr`` to zero over the ``epochs`` of the run, step by
+            step ``[eq:lr-schedule]`` (then ``lr_decay`` must stay 1).
+        lr_warmup : int
+            Steps of linear learning-rate warm-up (0: none).
         weight_decay : float >= 0
             L2 penalty added to the gradients by Adam (torch's coupled form); it keeps
             masked (zero) weights at zero.
@@ -259,10 +265,12 @@ class BinaryAutoregressive:
         if lr_decay > 1:
             raise ValueError(f"lr_decay must be in (0, 1] (a per-epoch factor), got {lr_decay}")
         weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
+        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
         X, validation = self._prepare_fit(X, validation)
         return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
                                progress=progress, checkpoint=checkpoint, resume=resume, lr_decay=lr_decay,
                                weight_decay=weight_decay, keep_best=keep_best, callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
                                desc=type(self).__name__)
 
     # ------------------------------------------------------------------ persistence

@@ -69,7 +69,8 @@ class ImageAutoregressive(Persistent):
         return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))
 
     def fit(self, X, epochs=10, batch_size=32, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Train by minibatch Adam on the mean NLL; returns ``self``.
 
         Parameters
@@ -82,7 +83,7 @@ class ImageAutoregressive(Persistent):
             Exact NLL after every epoch (``history_["validation_nll"]``).
         progress : bool
             Progress bar (only on a TTY).
-        checkpoint, resume, lr_decay, weight_decay, keep_best, callback
+        checkpoint, resume, lr_decay, weight_decay, keep_best, callback, lr_schedule, lr_warmup
             As in :meth:`probgen.models.VAE.fit` (shared training loop).
 
         Notes
@@ -91,6 +92,7 @@ class ImageAutoregressive(Persistent):
         """
         epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
             epochs, batch_size, lr, 0, lr_decay, weight_decay)
+        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
         X = self._check_X(X)
         if validation is not None:
             validation = self._check_X(validation, "validation")
@@ -100,7 +102,8 @@ class ImageAutoregressive(Persistent):
         return _training.train(self, X.reshape(X.shape[0], -1), epochs=epochs, batch_size=batch_size, lr=lr,
                                validation=validation, progress=progress, checkpoint=checkpoint, resume=resume,
                                kl_warmup=None, lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best,
-                               callback=callback, desc=type(self).__name__)
+                               callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup, desc=type(self).__name__)
 
     def score_samples(self, X):
         """Exact :math:`\\log p(x)` per image in nats, the chain rule in raster order ``[eq:chain-rule]``.

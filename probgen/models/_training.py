@@ -29,6 +29,7 @@ from ..io import load_npz_json, rng_state, save_npz_json, set_rng_state
 from ..nn.optim import Adam
 
 CHECKPOINT_KIND = "probgen-training-checkpoint"
+LR_SCHEDULES = ("exponential", "cosine")
 
 
 def check_fit_args(epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay=0.0):
@@ -41,6 +42,30 @@ def check_fit_args(epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay=0.0
         raise ValueError(f"lr_decay must be in (0, 1] (a per-epoch factor), got {lr_decay}")
     weight_decay = check_nonnegative_float(weight_decay, "weight_decay")
     return epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay
+
+
+def check_schedule(lr_schedule, lr_warmup, lr_decay):
+    """Validate ``lr_schedule`` / ``lr_warmup`` (a cosine schedule takes no ``lr_decay``)."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if lr_schedule == "cosine" and lr_decay != 1.0:
+        raise ValueError(f"lr_decay={lr_decay} applies to lr_schedule='exponential' only; "
+                         "the cosine schedule decays to zero by itself")
+    return lr_schedule, check_positive_int(lr_warmup, "lr_warmup", minimum=0)
+
+
+def scheduled_lr(lr, step, *, schedule="exponential", lr_decay=1.0, epoch=0, total_steps=1, warmup=0):
+    """Adam's learning rate for (0-based) ``step`` ``[eq:lr-schedule]``.
+
+    ``"exponential"``: ``lr * lr_decay**epoch``; ``"cosine"``: ``lr * (1 + cos(pi step / total_steps)) / 2``,
+    from ``lr`` at the first step towards 0 after ``total_steps`` steps.  A linear warm-up over the
+    first ``warmup`` steps multiplies either by ``min(1, (step + 1) / warmup)``.
+    """
+    if schedule == "cosine":
+        rate = 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    else:
+        rate = lr * lr_decay ** epoch
+    return rate * min(1.0, (step + 1) / warmup) if warmup else rate
 
 
 def _save_checkpoint(path, model, opt, epochs_done, history, best, fit_settings):
@@ -129,7 +154,7 @@ def _new_history(model, validation, kl):
 
 def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, checkpoint=None,
           resume=None, kl_warmup=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
-          desc="train"):
+          desc="train", lr_schedule="exponential", lr_warmup=0):
     """Run minibatch Adam on valid ``X`` (N, D); sets ``model.history_`` and returns ``model``.
 
     See :meth:`probgen.models.VAE.fit` for the arguments.  ``kl_warmup=None`` means
@@ -137,10 +162,17 @@ def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, c
     """
     N = X.shape[0]
     rng = model._rng
-    warm_steps = 0 if not kl_warmup else kl_warmup * math.ceil(N / batch_size)
+    lr_schedule, lr_warmup = check_schedule(lr_schedule, lr_warmup, lr_decay)
+    steps_per_epoch = math.ceil(N / batch_size)
+    warm_steps = 0 if not kl_warmup else kl_warmup * steps_per_epoch
     fit_settings = {"batch_size": batch_size, "n_train": int(N), "lr": lr, "lr_decay": lr_decay,
                     "weight_decay": weight_decay, "kl_warmup": kl_warmup, "keep_best": bool(keep_best),
-                    "validation": None if validation is None else int(validation.shape[0])}
+                    "validation": None if validation is None else int(validation.shape[0]),
+                    "lr_schedule": lr_schedule, "lr_warmup": lr_warmup}
+    if lr_schedule == "cosine":  # the horizon is part of the schedule: a resumed run must keep it
+        fit_settings["epochs"] = epochs
+    schedule = {"schedule": lr_schedule, "lr_decay": lr_decay, "total_steps": max(1, epochs * steps_per_epoch),
+                "warmup": lr_warmup}
     if keep_best and validation is None:
         raise ValueError("keep_best=True needs validation data (validation=X_valid)")
     if checkpoint is not None and not Path(checkpoint).parent.is_dir():
@@ -159,7 +191,6 @@ def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, c
     bar.update(min(start, epochs))
     try:
         for epoch in range(start, epochs):
-            opt.lr = lr * lr_decay ** epoch
             perm = rng.permutation(N)
             total, beta = 0.0, 1.0
             for s in range(0, N, batch_size):
@@ -167,6 +198,7 @@ def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, c
                 Xb = np.take(X, idx, axis=0, out=buf[:len(idx)])
                 if warm_steps:
                     beta = min(1.0, (opt.n_steps + 1) / warm_steps)  # linear KL warm-up
+                opt.lr = scheduled_lr(lr, opt.n_steps, epoch=epoch, **schedule)
                 score, grads = model._batch_step(Xb, rng, beta)
                 if not np.isfinite(score):
                     raise FloatingPointError(

@@ -129,7 +129,8 @@ class Autoencoder(Persistent):
         return float(np.mean(self.reconstruction_error(X), dtype=np.float64))
 
     def fit(self, X, epochs=10, batch_size=100, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Minibatch Adam on the reconstruction loss; returns ``self``.
 
         The arguments mean what they mean for :meth:`probgen.models.VAE.fit` (no KL
@@ -137,6 +138,7 @@ class Autoencoder(Persistent):
         """
         epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
             epochs, batch_size, lr, 0, lr_decay, weight_decay)
+        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
         if self._params is None:
             self.build(check_array(X, "X", dtype=self.dtype).shape[1])
         X = self._check_X(X)
@@ -145,6 +147,7 @@ class Autoencoder(Persistent):
         return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
                                progress=progress, checkpoint=checkpoint, resume=resume, lr_decay=lr_decay,
                                weight_decay=weight_decay, keep_best=keep_best, callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
                                desc="Autoencoder")
 
     # ------------------------------------------------------------------ use

@@ -235,7 +235,8 @@ class HierarchicalVAE(Persistent):
 
     # ------------------------------------------------------------------ training
     def fit(self, X, epochs=10, batch_size=100, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, kl_warmup=0, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            resume=None, kl_warmup=0, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Train by minibatch Adam on the negative ELBO; returns ``self``.
 
         Arguments as :meth:`probgen.models.VAE.fit`.  With ``kl_warmup`` the weight
@@ -245,6 +246,7 @@ class HierarchicalVAE(Persistent):
         """
         epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay = _training.check_fit_args(
             epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay)
+        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
         if self._params is None:
             self.build(check_array(X, "X", dtype=self.dtype).shape[1])
         X = self._check_X(X)
@@ -253,6 +255,7 @@ class HierarchicalVAE(Persistent):
         return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
                                progress=progress, checkpoint=checkpoint, resume=resume, kl_warmup=kl_warmup,
                                lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best, callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
                                desc="HierarchicalVAE")
 
     # ------------------------------------------------------------------ evaluation

@@ -195,7 +195,8 @@ class MarkovChain(BinaryAutoregressive):
         return out
 
     def fit(self, X, epochs=10, batch_size=100, lr=0.05, *, method="counts", validation=None, progress=True,
-            checkpoint=None, resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            checkpoint=None, resume=None, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Fit by counting (default) or by minibatch Adam on the mean NLL; returns ``self``.
 
         Parameters
@@ -208,7 +209,8 @@ class MarkovChain(BinaryAutoregressive):
             <probgen.models._autoregressive.BinaryAutoregressive.fit>` on the
             logits, which converges to the ``alpha=0`` answer.
         epochs, batch_size, lr, validation, progress, checkpoint, resume, lr_decay, weight_decay, keep_best, callback
-            As for :meth:`probgen.models.NADE.fit` (``validation`` is scored by both methods).
+            As for :meth:`probgen.models.NADE.fit` (``validation`` is scored by both methods), as are
+            ``lr_schedule`` and ``lr_warmup``.
 
         Notes
         -----
@@ -219,7 +221,8 @@ class MarkovChain(BinaryAutoregressive):
         if method == "adam":
             return super().fit(X, epochs, batch_size, lr, validation=validation, progress=progress,
                                checkpoint=checkpoint, resume=resume, lr_decay=lr_decay,
-                               weight_decay=weight_decay, keep_best=keep_best, callback=callback)
+                               weight_decay=weight_decay, keep_best=keep_best, callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup)
         X, validation = self._prepare_fit(X, validation, rebuild=True)
         b, w = markov_counts(X, self.alpha)
         self._params["b"][...] = b

@@ -231,7 +231,8 @@ class VAE(Persistent):
 
     # ------------------------------------------------------------------ training
     def fit(self, X, epochs=10, batch_size=100, lr=1e-3, *, validation=None, progress=True, checkpoint=None,
-            resume=None, kl_warmup=0, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None):
+            resume=None, kl_warmup=0, lr_decay=1.0, weight_decay=0.0, keep_best=False, callback=None,
+            lr_schedule="exponential", lr_warmup=0):
         """Train by minibatch Adam on the negative ELBO; returns ``self``.
 
         Parameters
@@ -262,6 +263,12 @@ class VAE(Persistent):
             Learning rate of epoch :math:`e` (from 0) is ``lr * lr_decay**e``.
         weight_decay : float
             L2 penalty added to every gradient by Adam (torch's coupled form).
+        lr_schedule : {"exponential", "cosine"}
+            ``"exponential"`` follows ``lr_decay``; ``"cosine"`` lowers the rate step by step from
+            ``lr`` to zero over the ``epochs`` of the run ``[eq:lr-schedule]`` (``lr_decay`` must stay 1;
+            a resumed run must keep ``epochs``).
+        lr_warmup : int
+            Steps of linear learning-rate warm-up, multiplying either schedule (0: none).
         keep_best : bool
             At the end, restore the parameters of the epoch with the best validation ELBO.
         callback : callable or None
@@ -275,6 +282,7 @@ class VAE(Persistent):
         """
         epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay = _training.check_fit_args(
             epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay)
+        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
         if self._params is None:
             self.build(check_array(X, "X", dtype=self.dtype).shape[1])
         X = self._check_X(X)
@@ -283,6 +291,7 @@ class VAE(Persistent):
         return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
                                progress=progress, checkpoint=checkpoint, resume=resume, kl_warmup=kl_warmup,
                                lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best, callback=callback,
+                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
                                desc="VAE")
 
     # ------------------------------------------------------------------ evaluation
