@@ -136,30 +136,36 @@ def test_channels_outermost_layout_gives_the_same_numbers(args, need_dx):
         assert dxc is None and grads[0] is None
 
 
+@pytest.mark.parametrize("keep", [False, True])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("layout", ["NCHW", "CNHW"])
 @pytest.mark.parametrize("k, mask", [(7, "A"), (3, "B")])
-def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, threads):
+def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, threads, keep):
     """Batches larger than the gather budget run in chunks; the backward redoes each chunk's gather.
 
     One BLAS thread: chunk after chunk (NCHW: a GEMM per image).  Several: the images are split into
     ranges run on threads of our own, BLAS at one thread each, the weight gradients summed over the
-    ranges.  A single chunk keeps its gather for the backward.  The BLAS thread count is pinned, not
-    read from the machine.
+    ranges.  A range whose whole gather is small (``keep``) is one chunk whose gather serves the
+    backward.  The BLAS thread count is pinned, not read from the machine.
     """
     import probgen.kernels.masked_conv as mc
     x, Wp, b, dy = _problem(np.random.default_rng(6), 5, 3, 4, 5, 6, k, mask)
     per_image = (3 * n_causal_taps(k, mask) + 1) * 30 * 8
     monkeypatch.setattr(mc._k, "blas_threads", lambda: threads)
     monkeypatch.setattr(mc, "_CHUNK_BYTES", 2 * per_image)  # chunks of 2, 2 and 1 images (or 2 + 1 per range)
+    monkeypatch.setattr(mc, "_KEEP_BYTES", 5 * per_image if keep else 0)
     t = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3))) if layout == "CNHW" else (lambda a: a)
     for n in (5, 1):
         ref_y = masked_conv2d_forward_reference(x[:n], Wp, b, mask)
         ref = masked_conv2d_backward_reference(dy[:n], x[:n], Wp, mask)
         ws = MaskedConvWorkspace()
         y, cache = masked_conv2d_forward(t(x[:n]), Wp, b, mask, layout=layout, workspace=ws)
-        if n == 1:  # one chunk: its gather serves the backward
-            assert ws.get("cols", (3 * n_causal_taps(k, mask) + 1, 1, 30), np.float64) is cache[6]
+        ranges = mc._k.split_ranges(n, min(n, threads))
+        longest = max(hi - lo for lo, hi in ranges)
+        if keep or longest <= 2:  # every range one chunk: the forward's gathers serve the backward
+            kept_ranges, gathers = cache[6]
+            assert kept_ranges == ranges and len(gathers) == len(ranges)
+            assert ws.get("cols", (3 * n_causal_taps(k, mask) + 1, longest, 30), np.float64) is gathers[0]
         else:
             assert cache[6] is None  # the chunks' gathers are redone in the backward
         dx, dW, db = masked_conv2d_backward(t(dy[:n]), cache)

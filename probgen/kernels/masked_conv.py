@@ -25,13 +25,15 @@ The compiled parts live in :mod:`probgen.kernels._masked_conv_kernels`; they are
 purpose (Numba's parallel workers next to BLAS steal its cores, PERFORMANCE.md).
 
 **Chunks and threads.**  A chunk's gather is about 1 MiB, so gather, GEMMs and col2im run in L2
-with one BLAS thread; the backward redoes each chunk's gather (cheaper than keeping all of them),
+with one BLAS thread; the backward redoes each chunk's gather (cheaper than keeping all of them) unless
+the whole gather of each image range takes at most 4 MiB (e.g. the 7x7 1 -> 64 input layer of a batch of
+32 28x28 images, 2.5 MiB): then each range is one chunk, kept for the backward,
 NCHW runs one GEMM per image straight into ``y[n]`` / from ``dy[n]``, and :math:`dW` is formed in
 whichever orientation OpenBLAS runs faster.  With T > 1 BLAS threads the images are split into T
 contiguous ranges, each run chunk by chunk as above on a thread of our own while BLAS is held at one
 thread (every compiled kernel releases the GIL; each range has its own gather buffer and weight-
 gradient sum, added in range order): the 3x3 64 -> 64 layer went from 25 to 18 ms at two threads
-(37 ms at one).  When the batch fits one chunk, the backward reuses the forward's gather.
+(37 ms at one).
 
 **Layouts.**  ``layout="NCHW"`` (the default) takes and returns (N, C, H, W) arrays;
 ``layout="CNHW"`` ((C, N, H, W), channels outermost, as :class:`probgen.models.PixelCNN`
@@ -84,6 +86,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _LAYOUTS = ("NCHW", "CNHW")
 _SHAPES = {"NCHW": "(N, C_in, H, W)", "CNHW": "(C_in, N, H, W)"}
 _CHUNK_BYTES = 1 << 20  # gather buffer budget: 1 MiB, so a chunk's gather, GEMMs and col2im stay in L2 (see docs)
+_KEEP_BYTES = 1 << 22  # a range of images whose whole gather takes at most 4 MiB is one chunk, kept for the backward
 
 
 # ----------------------------------------------------------------------------- workspace
@@ -107,7 +110,10 @@ class MaskedConvWorkspace:
 
 
 def _chunk(N, bytes_per_image):
-    """Images per gather: the buffer stays near the L2 size."""
+    """Images per gather for a range of N: all N when their gather is small (``_KEEP_BYTES``: gathered once,
+    kept for the backward), else a buffer near the L2 size (redone in the backward, cheaper than keeping it)."""
+    if N * bytes_per_image <= _KEEP_BYTES:
+        return int(N)
     return int(min(N, max(1, _CHUNK_BYTES // max(1, bytes_per_image))))
 
 
@@ -209,8 +215,9 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
     Wb[:, :K] = W.reshape(C_out, K)
     Wb[:, K] = b
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
-    nb = _chunk(N, (K + 1) * HW * x.itemsize)
     ranges = _k.split_ranges(N, min(N, _k.blas_threads()))  # one range, or one per BLAS thread (own threads)
+    longest = max(hi - lo for lo, hi in ranges)
+    nb = _chunk(longest, (K + 1) * HW * x.itemsize)
     gathers = [None] * len(ranges)
 
     def job(lo, hi, w):
@@ -219,8 +226,8 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
             _forward_chunk(x3, cn, s, min(hi, s + nb) - s, Wd, taps, cols, Wb, y, N, HW)
 
     _k.run_ranges(job, ranges)
-    # one range of one chunk: the backward can reuse the gather; otherwise it regathers, range by range
-    cache[5:7] = taps, (gathers[0] if len(ranges) == 1 and nb >= N else None)
+    # every range one chunk: the backward reuses the gathers (with the forward's ranges); otherwise it regathers
+    cache[5:7] = taps, ((ranges, gathers) if nb >= longest else None)
     return y, cache
 
 
@@ -324,11 +331,14 @@ def masked_conv2d_backward(dy, cache, *, need_dx: bool = True):
 def _backward_ranges(dy, x, W, taps, gathered, cn, N, Wd, HW, K, ws, dx):
     """The backward pass chunk by chunk, over one image range or (several BLAS threads) one per thread of
     our own with one BLAS thread each, the weight gradients summed over the ranges in order.  ``gathered``
-    is the forward's gather when it still holds the whole batch (one range of one chunk), else None."""
+    is ``(ranges, gathers)`` of the forward when each of its ranges was one chunk (kept), else None."""
     C_out = W.shape[0]
     dt = x.dtype
-    nb = _chunk(N, (K + 1) * HW * x.itemsize)
-    ranges = [(0, N)] if gathered is not None else _k.split_ranges(N, min(N, _k.blas_threads()))
+    if gathered is not None:
+        ranges, gathers = gathered
+    else:
+        ranges = _k.split_ranges(N, min(N, _k.blas_threads()))
+        nb = _chunk(max(hi - lo for lo, hi in ranges), (K + 1) * HW * x.itemsize)
     transposed = _k.dw_transposed(C_out, K + 1)
     shape = (K + 1, C_out) if transposed else (C_out, K + 1)
     accs = [np.empty(shape, dt) for _ in ranges]
@@ -337,11 +347,14 @@ def _backward_ranges(dy, x, W, taps, gathered, cn, N, Wd, HW, K, ws, dx):
     dx3 = dx.reshape(x3.shape) if dx is not None else None
 
     def job(lo, hi, w):
-        cols = gathered if gathered is not None else _gather_buffer(ws, K, nb, HW, dt, "cols" if w == 0 else f"cols{w}")
-        parts = None if cn else _buffer(ws, f"dw_parts{w}", (nb,) + shape, dt)
+        if gathered is not None:
+            cols, step = gathers[w], hi - lo
+        else:
+            cols, step = _gather_buffer(ws, K, nb, HW, dt, "cols" if w == 0 else f"cols{w}"), nb
+        parts = None if cn else _buffer(ws, f"dw_parts{w}", (cols.shape[1],) + shape, dt)
         tmp = np.empty(shape, dt)
-        for s in range(lo, hi, nb):
-            _backward_chunk(x3, dy, cn, s, min(hi, s + nb) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3,
+        for s in range(lo, hi, step):
+            _backward_chunk(x3, dy, cn, s, min(hi, s + step) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3,
                             gathered is None)
 
     _k.run_ranges(job, ranges)
