@@ -4,14 +4,13 @@ import math
 
 import numpy as np
 import pytest
+from _require import require_torch
 
 from probgen.models._training import scheduled_lr
 from probgen.models.nade import NADE
 from probgen.models.pixelcnn import PixelCNN
 from probgen.models.vae import VAE
 from probgen.nn.optim import Adam
-
-from _require import require_torch
 
 
 def _data(N, D, seed):
