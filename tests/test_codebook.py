@@ -167,7 +167,7 @@ def test_many_chunks_and_a_ragged_last_chunk(dtype, monkeypatch):
 def test_rows_split_over_threads_give_the_same_answer(threads, monkeypatch):
     """With several BLAS threads the rows are split over threads of our own (BLAS at one thread
     meanwhile): same indices and distances as the serial search, and BLAS's setting is restored."""
-    from probgen.kernels import _masked_conv_kernels as blas
+    from probgen.kernels import _threads as blas
     from probgen.kernels import codebook as module
 
     rng = np.random.default_rng(5)
@@ -253,7 +253,7 @@ def test_code_sums_rejects_bad_indices(idx, match):
 def test_one_blas_thread_sets_and_restores():
     from threadpoolctl import threadpool_limits
 
-    from probgen.kernels._masked_conv_kernels import blas_threads, one_blas_thread
+    from probgen.kernels._threads import blas_threads, one_blas_thread
 
     with threadpool_limits(2, user_api="blas"):
         outside = blas_threads()
@@ -268,7 +268,7 @@ def test_one_blas_thread_sets_and_restores():
 def test_one_blas_thread_nests_and_overlaps():
     from threadpoolctl import threadpool_limits
 
-    from probgen.kernels._masked_conv_kernels import blas_threads, one_blas_thread
+    from probgen.kernels._threads import blas_threads, one_blas_thread
 
     with threadpool_limits(2, user_api="blas"):
         outer = one_blas_thread()

@@ -151,7 +151,7 @@ def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, thr
     import probgen.kernels.masked_conv as mc
     x, Wp, b, dy = _problem(np.random.default_rng(6), 5, 3, 4, 5, 6, k, mask)
     per_image = (3 * n_causal_taps(k, mask) + 1) * 30 * 8
-    monkeypatch.setattr(mc._k, "blas_threads", lambda: threads)
+    monkeypatch.setattr(mc._threads, "blas_threads", lambda: threads)
     monkeypatch.setattr(mc, "_CHUNK_BYTES", 2 * per_image)  # chunks of 2, 2 and 1 images (or 2 + 1 per range)
     monkeypatch.setattr(mc, "_KEEP_BYTES", 5 * per_image if keep else 0)
     t = (lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3))) if layout == "CNHW" else (lambda a: a)
@@ -160,7 +160,7 @@ def test_chunked_gather_gives_the_same_numbers(monkeypatch, layout, k, mask, thr
         ref = masked_conv2d_backward_reference(dy[:n], x[:n], Wp, mask)
         ws = MaskedConvWorkspace()
         y, cache = masked_conv2d_forward(t(x[:n]), Wp, b, mask, layout=layout, workspace=ws)
-        ranges = mc._k.split_ranges(n, min(n, threads))
+        ranges = mc._threads.split_ranges(n, min(n, threads))
         longest = max(hi - lo for lo, hi in ranges)
         if keep or longest <= 2:  # every range one chunk: the forward's gathers serve the backward
             kept_ranges, gathers = cache[6]
@@ -344,7 +344,7 @@ def test_weight_gradient_gemms_in_either_orientation(C_out, K):
 def test_blas_threads_follows_threadpool_limits():
     from threadpoolctl import threadpool_limits
 
-    from probgen.kernels._masked_conv_kernels import blas_threads
+    from probgen.kernels._threads import blas_threads
     with threadpool_limits(1, user_api="blas"):
         assert blas_threads() == 1
     with threadpool_limits(2, user_api="blas"):

@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from .._validation import check_array
-from ._masked_conv_kernels import blas_threads, one_blas_thread, thread_pool
+from ._threads import blas_threads, one_blas_thread, thread_pool
 
 __all__ = ["nearest_codebook", "nearest_codebook_reference", "code_sums", "code_sums_reference"]
 

@@ -57,6 +57,7 @@ import numpy as np
 
 from .._validation import check_option
 from . import _masked_conv_kernels as _k
+from . import _threads
 from ._masked_conv_taps import (
     _MASKS,
     _taps,
@@ -215,7 +216,7 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
     Wb[:, :K] = W.reshape(C_out, K)
     Wb[:, K] = b
     x3 = x.reshape(x.shape[0], x.shape[1], HW)
-    ranges = _k.split_ranges(N, min(N, _k.blas_threads()))  # one range, or one per BLAS thread (own threads)
+    ranges = _threads.split_ranges(N, min(N, _threads.blas_threads()))  # one range, or one per BLAS thread (own threads)
     longest = max(hi - lo for lo, hi in ranges)
     nb = _chunk(longest, (K + 1) * HW * x.itemsize)
     gathers = [None] * len(ranges)
@@ -225,7 +226,7 @@ def masked_conv2d_forward(x, W, b, mask_type, *, workspace=None, layout="NCHW"):
         for s in range(lo, hi, nb):
             _forward_chunk(x3, cn, s, min(hi, s + nb) - s, Wd, taps, cols, Wb, y, N, HW)
 
-    _k.run_ranges(job, ranges)
+    _threads.run_ranges(job, ranges)
     # every range one chunk: the backward reuses the gathers (with the forward's ranges); otherwise it regathers
     cache[5:7] = taps, ((ranges, gathers) if nb >= longest else None)
     return y, cache
@@ -337,7 +338,7 @@ def _backward_ranges(dy, x, W, taps, gathered, cn, N, Wd, HW, K, ws, dx):
     if gathered is not None:
         ranges, gathers = gathered
     else:
-        ranges = _k.split_ranges(N, min(N, _k.blas_threads()))
+        ranges = _threads.split_ranges(N, min(N, _threads.blas_threads()))
         nb = _chunk(max(hi - lo for lo, hi in ranges), (K + 1) * HW * x.itemsize)
     transposed = _k.dw_transposed(C_out, K + 1)
     shape = (K + 1, C_out) if transposed else (C_out, K + 1)
@@ -357,7 +358,7 @@ def _backward_ranges(dy, x, W, taps, gathered, cn, N, Wd, HW, K, ws, dx):
             _backward_chunk(x3, dy, cn, s, min(hi, s + step) - s, Wd, taps, cols, WT, accs[w], tmp, parts, s == lo, dx3,
                             gathered is None)
 
-    _k.run_ranges(job, ranges)
+    _threads.run_ranges(job, ranges)
     for more in accs[1:]:
         accs[0] += more
     dWb = accs[0].T if transposed else accs[0]

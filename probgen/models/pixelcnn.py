@@ -34,7 +34,6 @@ import numpy as np
 from .._validation import check_dtype, check_positive_int, check_rng
 from ..kernels._masked_conv_kernels import (
     accumulate_dw,
-    blas_threads,
     col2im,
     dw_transposed,
     im2col,
@@ -42,9 +41,8 @@ from ..kernels._masked_conv_kernels import (
     relu_grad_,
     relu_grad_add_,
     residual_relu_,
-    run_ranges,
-    split_ranges,
 )
+from ..kernels._threads import blas_threads, run_ranges, split_ranges
 from ..kernels.masked_conv import MaskedConvWorkspace, causal_taps, kernel_size_from_taps, n_causal_taps
 from ..nn.init import he_normal
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
