@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import check_nonnegative_float, check_positive_float, check_positive_int
+from .._validation import check_array, check_nonnegative_float, check_positive_float, check_positive_int
 from ..io import load_npz_json, rng_state, save_npz_json, set_rng_state
 from ..nn.optim import Adam
 
@@ -66,6 +66,26 @@ def scheduled_lr(lr, step, *, schedule="exponential", lr_decay=1.0, epoch=0, tot
     else:
         rate = lr * lr_decay ** epoch
     return rate * min(1.0, (step + 1) / warmup) if warmup else rate
+
+
+def fit_flat(model, X, *, validation, desc, epochs, batch_size, lr, kl_warmup=None, lr_decay=1.0, weight_decay=0.0,
+             lr_schedule="exponential", lr_warmup=0, **loop):
+    """``fit`` of a model of (N, D) data (autoencoder, VAE, hierarchical VAE): check the arguments, build the
+    model from X's width on first use, check X and ``validation`` with ``model._check_X``, then :func:`train`.
+
+    ``kl_warmup=None``: the model has no KL term.  ``loop`` holds the remaining arguments of :func:`train`.
+    """
+    epochs, batch_size, lr, kl, lr_decay, weight_decay = check_fit_args(
+        epochs, batch_size, lr, 0 if kl_warmup is None else kl_warmup, lr_decay, weight_decay)
+    check_schedule(lr_schedule, lr_warmup, lr_decay)
+    if model._params is None:
+        model.build(check_array(X, "X", dtype=model.dtype).shape[1])
+    X = model._check_X(X)
+    if validation is not None:
+        validation = model._check_X(validation, "validation")
+    return train(model, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
+                 kl_warmup=None if kl_warmup is None else kl, lr_decay=lr_decay, weight_decay=weight_decay,
+                 lr_schedule=lr_schedule, lr_warmup=lr_warmup, desc=desc, **loop)
 
 
 def _save_checkpoint(path, model, opt, epochs_done, history, best, fit_settings):

@@ -136,19 +136,10 @@ class Autoencoder(Persistent):
         The arguments mean what they mean for :meth:`probgen.models.VAE.fit` (no KL
         warm-up here); ``keep_best`` keeps the lowest validation loss.
         """
-        epochs, batch_size, lr, _, lr_decay, weight_decay = _training.check_fit_args(
-            epochs, batch_size, lr, 0, lr_decay, weight_decay)
-        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
-        if self._params is None:
-            self.build(check_array(X, "X", dtype=self.dtype).shape[1])
-        X = self._check_X(X)
-        if validation is not None:
-            validation = self._check_X(validation, "validation")
-        return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
-                               progress=progress, checkpoint=checkpoint, resume=resume, lr_decay=lr_decay,
-                               weight_decay=weight_decay, keep_best=keep_best, callback=callback,
-                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
-                               desc="Autoencoder")
+        return _training.fit_flat(self, X, validation=validation, desc="Autoencoder", epochs=epochs, batch_size=batch_size,
+                                  lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, lr_schedule=lr_schedule,
+                                  lr_warmup=lr_warmup, progress=progress, checkpoint=checkpoint, resume=resume,
+                                  keep_best=keep_best, callback=callback)
 
     # ------------------------------------------------------------------ use
     def encode(self, X):

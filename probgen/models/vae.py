@@ -280,19 +280,10 @@ class VAE(Persistent):
         If the model already has parameters (of the same width) training continues
         from them with a fresh optimiser; otherwise :meth:`build` runs first.
         """
-        epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay = _training.check_fit_args(
-            epochs, batch_size, lr, kl_warmup, lr_decay, weight_decay)
-        _training.check_schedule(lr_schedule, lr_warmup, lr_decay)
-        if self._params is None:
-            self.build(check_array(X, "X", dtype=self.dtype).shape[1])
-        X = self._check_X(X)
-        if validation is not None:
-            validation = self._check_X(validation, "validation")
-        return _training.train(self, X, epochs=epochs, batch_size=batch_size, lr=lr, validation=validation,
-                               progress=progress, checkpoint=checkpoint, resume=resume, kl_warmup=kl_warmup,
-                               lr_decay=lr_decay, weight_decay=weight_decay, keep_best=keep_best, callback=callback,
-                               lr_schedule=lr_schedule, lr_warmup=lr_warmup,
-                               desc="VAE")
+        return _training.fit_flat(self, X, validation=validation, desc="VAE", epochs=epochs, batch_size=batch_size,
+                                  lr=lr, kl_warmup=kl_warmup, lr_decay=lr_decay, weight_decay=weight_decay, lr_schedule=lr_schedule,
+                                  lr_warmup=lr_warmup, progress=progress, checkpoint=checkpoint, resume=resume,
+                                  keep_best=keep_best, callback=callback)
 
     # ------------------------------------------------------------------ evaluation
     def elbo(self, X, rng=None):
