@@ -30,7 +30,6 @@ exists).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -93,6 +92,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
+    from benchmarks._mnist_latent import evaluate_and_report
     from probgen.datasets import load_binarized_mnist
     from probgen.models.hvae import HierarchicalVAE
 
@@ -130,38 +130,8 @@ def main(argv=None) -> int:
     a1, a2 = model.unit_activity(T, rng=args.seed + 4)
     active = [int(np.sum(a1 > 1e-2)), int(np.sum(a2 > 1e-2))]
     print(f"active units (A_u > 0.01 on the test images): z1 {active[0]}/{a1.size}, z2 {active[1]}/{a2.size}")
-    t1 = time.perf_counter()
-    test_elbo = float(np.mean(model.elbo(T, rng=args.seed + 1), dtype=np.float64))
-    ll = model.log_likelihood(T, k=args.k, rng=args.seed + 2)
-    test_ll = float(np.mean(ll, dtype=np.float64))
-    se = float(np.std(ll, dtype=np.float64) / np.sqrt(ll.size))
-    eval_min = (time.perf_counter() - t1) / 60
-    print(f"test ELBO {test_elbo:.2f} nats; test log-likelihood (k={args.k}) {test_ll:.2f} +- {se:.2f} nats "
-          f"(NLL {-test_ll:.2f}) on {T.shape[0]} images; evaluation {eval_min:.1f} min", flush=True)
-    result = {"command": "python -m benchmarks.mnist_hvae " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "args": vars(args), "threads": threads, "train_minutes": train_min, "eval_minutes": eval_min,
-              "epochs": len(h["epoch"]), "best_epoch": best, "test_elbo": test_elbo, "test_log_likelihood": test_ll,
-              "test_nll": -test_ll, "test_ll_standard_error": se, "n_test": int(T.shape[0]),
-              "active_units": active, "history": h}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.out}")
-    if args.plot:
-        from probgen.plotting import curves
-
-        curves({"train ELBO": h["train_elbo"], "validation ELBO": h["validation_elbo"]}, xlabel="epoch",
-               ylabel="nats", title="two-stochastic-layer VAE, binarised MNIST", path=args.plot)
-        print(f"wrote {args.plot}")
-    if args.samples:
-        from probgen.plotting import image_grid
-
-        image_grid(model.sample(100, rng=args.seed + 3, return_mean=True), nrow=10, image_shape=(28, 28),
-                   title="samples (decoder means)", path=args.samples)
-        print(f"wrote {args.samples}")
-    if args.save:
-        model.save(args.save)
-        print(f"wrote {args.save}")
-    return 0
+    return evaluate_and_report(model, T, args, argv, script="mnist_hvae", title="two-stochastic-layer VAE, binarised MNIST",
+                               train_minutes=train_min, extra={"threads": threads, "active_units": active})
 
 
 if __name__ == "__main__":
