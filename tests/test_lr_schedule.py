@@ -113,3 +113,17 @@ def test_bad_arguments_are_refused_before_anything_is_built():
             assert model._params is None
     with pytest.raises(TypeError, match="lr_warmup"):
         NADE(n_hidden=2, rng=0).fit(X, epochs=1, lr_warmup=2.5, progress=False)
+
+
+def test_checkpoint_settings_name_the_schedule_only_when_it_is_not_the_default(tmp_path):
+    from probgen.io import load_npz_json
+
+    X = _data(20, 4, seed=6)
+    kw = dict(epochs=2, batch_size=10, progress=False)
+    NADE(n_hidden=2, rng=0).fit(X, checkpoint=tmp_path / "plain.npz", **kw)
+    assert "lr_schedule" not in load_npz_json(tmp_path / "plain.npz")[1]["fit"]  # as written before schedules
+    NADE(n_hidden=2, rng=0).fit(X, checkpoint=tmp_path / "warm.npz", lr_warmup=3, **kw)
+    settings = load_npz_json(tmp_path / "warm.npz")[1]["fit"]
+    assert settings["lr_schedule"] == "exponential" and settings["lr_warmup"] == 3 and "epochs" not in settings
+    with pytest.raises(ValueError, match="same settings"):
+        NADE(n_hidden=2, rng=0).fit(X, resume=tmp_path / "warm.npz", lr_warmup=4, **kw)

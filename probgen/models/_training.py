@@ -187,8 +187,9 @@ def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, c
     warm_steps = 0 if not kl_warmup else kl_warmup * steps_per_epoch
     fit_settings = {"batch_size": batch_size, "n_train": int(N), "lr": lr, "lr_decay": lr_decay,
                     "weight_decay": weight_decay, "kl_warmup": kl_warmup, "keep_best": bool(keep_best),
-                    "validation": None if validation is None else int(validation.shape[0]),
-                    "lr_schedule": lr_schedule, "lr_warmup": lr_warmup}
+                    "validation": None if validation is None else int(validation.shape[0])}
+    if lr_schedule != "exponential" or lr_warmup:  # (absent otherwise: older checkpoints stay resumable)
+        fit_settings.update(lr_schedule=lr_schedule, lr_warmup=lr_warmup)
     if lr_schedule == "cosine":  # the horizon is part of the schedule: a resumed run must keep it
         fit_settings["epochs"] = epochs
     schedule = {"schedule": lr_schedule, "lr_decay": lr_decay, "total_steps": max(1, epochs * steps_per_epoch),
