@@ -242,7 +242,7 @@ def _binary_split(arr, name: str, where, n_features) -> np.ndarray:
     if np.any(bad):
         i, j = np.argwhere(bad)[0]
         raise ValueError(f"{where}: '{name}' is not binary: row {i}, column {j} holds {a[i, j]!r}")
-    return a.astype(np.uint8)
+    return np.ascontiguousarray(a, dtype=np.uint8)  # one image per row in memory (the shared npz is column-major)
 
 
 def _read_npz_splits(file: Path, n_features) -> Splits:

@@ -180,6 +180,7 @@ def train(model, X, *, epochs, batch_size, lr, validation=None, progress=True, c
     See :meth:`probgen.models.VAE.fit` for the arguments.  ``kl_warmup=None`` means
     the model has no KL term (no ``kl_weight`` in the history).
     """
+    X = np.ascontiguousarray(X)  # minibatch rows gathered from a column-major X cost a pass over all of X
     N = X.shape[0]
     rng = model._rng
     lr_schedule, lr_warmup = check_schedule(lr_schedule, lr_warmup, lr_decay)
