@@ -168,6 +168,7 @@ def test_load_binarized_mnist_shared_file_and_directory(monkeypatch):
     assert m.train.shape == (50000, 784) and m.valid.shape == (10000, 784) and m.test.shape == (10000, 784)
     for k in m.keys():
         assert m[k].dtype == np.uint8 and set(np.unique(m[k])) == {0, 1}
+        assert m[k].flags.c_contiguous  # one image per row in memory, though the file stores columns
     np.testing.assert_array_equal(load_binarized_mnist(root).test, m.test)
     monkeypatch.setenv("PROBGEN_DATA", str(root))
     np.testing.assert_array_equal(load_binarized_mnist().valid, m.valid)
@@ -218,8 +219,11 @@ def test_npz_and_amat_round_trip(tmp_path):
     for source in (tmp_path / "binarized_mnist.npz", tmp_path, amat):
         m = load_binarized_mnist(source)
         for k, v in data.items():
-            assert m[k].dtype == np.uint8
+            assert m[k].dtype == np.uint8 and m[k].flags.c_contiguous
             np.testing.assert_array_equal(m[k], v)
+    np.savez(tmp_path / "binarized_mnist.npz", **{k: np.asfortranarray(v) for k, v in data.items()})
+    m = load_binarized_mnist(tmp_path)
+    assert all(m[k].flags.c_contiguous for k in m.keys())
     (amat / "binarized_mnist_test.amat").write_text(
         "".join(" ".join(f"{v:.1f}" for v in row) + "\n" for row in data["test"]))
     np.testing.assert_array_equal(load_binarized_mnist(amat).test, data["test"])
