@@ -87,18 +87,24 @@ def test_loss_and_grads_match_torch_autograd(levels):
 
 
 @pytest.mark.parametrize("levels", [2, 5])
-def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels):
+@pytest.mark.parametrize("winograd", [False, True])
+def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels, winograd):
     """The network runs image chunk by image chunk, and with several BLAS threads on as many threads of its
     own (contiguous image ranges, weight gradients summed over them): every chunking (1 image, 2 + 2 + 1
     with a remainder, the whole batch) and every split (2 or 3 workers) gives torch's loss and gradients,
-    and the same logits, scores and gradients as the single chunk."""
+    and the same logits, scores and gradients as the single chunk.  With ``winograd`` the residual blocks'
+    3x3 layers run Winograd's F(2,3) + F(2,2) (an even width, and the channel threshold lowered to 1)."""
     from _require import require_torch
     torch = require_torch()
+    import probgen.kernels.masked_conv as mc
     import probgen.models.pixelcnn as pc
-    m = _model(levels=levels, first_kernel_size=5)
-    X = _images(levels, 5, (4, 5))
+    shape = (4, 6) if winograd else (4, 5)
+    monkeypatch.setattr(mc, "_WINOGRAD_MIN_CHANNELS", 1 if winograd else 16)
+    m = _model(shape=shape, levels=levels, first_kernel_size=5)
+    assert (pc._winograd_weights(m.named_parameters(), 2, shape[1]) is not None) == winograd
+    X = _images(levels, 5, shape)
     t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
-    per_image = 6 * 4 * 5 * 8  # C * H * W * itemsize
+    per_image = 6 * shape[0] * shape[1] * 8  # C * H * W * itemsize
     results = []
     cases = [(1, 10 ** 9, 5), (1, per_image, 1), (1, 2 * per_image, 2), (2, per_image, 1), (2, 10 ** 9, 5),
              (3, 2 * per_image, 2)]
@@ -106,7 +112,7 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels)
         monkeypatch.setattr(pc, "blas_threads", lambda: threads)
         monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
         assert pc._workers(5) == threads
-        assert pc._images_per_chunk(5, 6, 20, 8) == images
+        assert pc._images_per_chunk(5, 6, shape[0] * shape[1], 8) == images
         loss, grads = m.loss_and_grads(X)
         assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
         for k, g in grads.items():
@@ -120,6 +126,22 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels)
         assert max(relative_error(grads[k], grads0[k]) for k in grads0) <= 1e-13
         np.testing.assert_allclose(logits, logits0, rtol=1e-13, atol=1e-13)
         np.testing.assert_allclose(scores, scores0, rtol=1e-13)
+
+
+def test_winograd_blocks_at_the_default_threshold_match_torch():
+    """32 channels (16 in the 3x3 layers, the threshold) on an even width: the model runs Winograd there."""
+    from _require import require_torch
+    torch = require_torch()
+    import probgen.models.pixelcnn as pc
+    m = _model(shape=(4, 4), channels=32, n_layers=2, levels=2, first_kernel_size=5)
+    assert pc._winograd_weights(m.named_parameters(), 2, 4) is not None
+    X = _images(2, 3, (4, 4))
+    loss, grads = m.loss_and_grads(X)
+    t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
+    assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
+    for k, g in grads.items():
+        g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
+        assert relative_error(g, t_grads[k]) <= 1e-8, k
 
 
 def test_saved_activations_do_not_leak_between_training_and_evaluation():

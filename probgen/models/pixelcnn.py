@@ -25,13 +25,16 @@ the batch is split into that many contiguous image ranges, each run chunk by chu
 our own while BLAS runs at one thread (every compiled kernel releases the GIL; the weight gradients
 are summed over the ranges): GEMMs that small gain little from BLAS's own threads, which also
 synchronise once per call.  Biases ride on a ones row of each layer's input, so they cost
-no pass of their own and their gradients come out of the weight-gradient GEMMs.
+no pass of their own and their gradients come out of the weight-gradient GEMMs.  The residual blocks'
+3x3 layers run Winograd's F(2,3) + F(2,2) (:mod:`probgen.kernels._winograd`, ``[eq:winograd-f23]``)
+when they have at least 16 channels and the width is even, and gather otherwise.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .._validation import check_dtype, check_positive_int, check_rng
+from ..kernels import _winograd as wino
 from ..kernels._masked_conv_kernels import (
     accumulate_dw,
     col2im,
@@ -43,7 +46,13 @@ from ..kernels._masked_conv_kernels import (
     residual_relu_,
 )
 from ..kernels._threads import blas_threads, run_ranges, split_ranges
-from ..kernels.masked_conv import MaskedConvWorkspace, causal_taps, kernel_size_from_taps, n_causal_taps
+from ..kernels.masked_conv import (
+    MaskedConvWorkspace,
+    _winograd_applies,
+    causal_taps,
+    kernel_size_from_taps,
+    n_causal_taps,
+)
 from ..nn.init import he_normal
 from ..nn.losses import bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward, categorical_nll_forward
 from ._image import ImageAutoregressive, draw_pixel
@@ -141,12 +150,17 @@ def _forward(params, x, n_layers, ws, keep):
     taps1 = causal_taps(kernel_size_from_taps(T1, "A"), "A")
     T3 = params["res0.conv.W"].shape[2] if n_layers else 0
     taps3 = causal_taps(kernel_size_from_taps(T3, "B"), "B") if n_layers else None
+    UW = _winograd_weights(params, n_layers, Wd)  # the 3x3 layers by Winograd's F(2,3) + F(2,2), or None
     x3, y2 = x.reshape(1, N, HW), logits.reshape(K, N * HW)
 
     def job(lo, hi, worker):  # images lo..hi-1, chunk by chunk, with this worker's scratch
         A, U, V, O = saved if keep else activations(f"_eval{worker}", m * HW)
         cols1 = buf("input", f"cols{worker}", T1, True, m * HW).reshape(T1 + 1, m, HW)
-        cols3 = buf("res0.conv", f"cols{worker}", h * T3, True, m * HW).reshape(h * T3 + 1, m, HW) if n_layers else None
+        cols3 = Vw = Mw = None
+        if UW is not None:
+            Vw, Mw = _winograd_buffers(ws, worker, h, m * HW // 2, dt)
+        elif n_layers:
+            cols3 = buf("res0.conv", f"cols{worker}", h * T3, True, m * HW).reshape(h * T3 + 1, m, HW)
         hbuf, tbuf = (ws["input"].get(f"{key}{worker}", (C * m * HW,), dt) for key in ("h", "t"))
         for s in range(lo, hi, m):
             mi = min(hi, s + m) - s
@@ -162,8 +176,12 @@ def _forward(params, x, n_layers, ws, keep):
                 u, v, t = U[l][:, j0:j1], V[l][:h, j0:j1], tbuf[:C * L].reshape(C, L)
                 np.matmul(Wb[p + ".in"], A[l][:, j0:j1], out=u)
                 relu_(U[l], h, j0, L)
-                im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
-                np.matmul(Wb[p + ".conv"], cols3.reshape(len(cols3), m * HW)[:, :L], out=v)
+                if UW is not None:  # [eq:winograd-f23]
+                    wino.forward_chunk(U[l].reshape(h, -1, HW), True, o, mi, Wd, *UW[p][:2], params[p + ".conv.b"],
+                                       V[l][:h].reshape(h, -1, HW), Vw, Mw)
+                else:
+                    im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
+                    np.matmul(Wb[p + ".conv"], cols3.reshape(len(cols3), m * HW)[:, :L], out=v)
                 relu_(V[l], h, j0, L)
                 np.matmul(Wb[p + ".out"], V[l][:, j0:j1], out=t)
                 residual_relu_(Hc, t, A[l + 1], j0)  # H += branch, and the next ReLU(H)  [eq:pixelcnn-residual]
@@ -176,8 +194,28 @@ def _forward(params, x, n_layers, ws, keep):
     if keep:
         A, U, V, O = saved
         tape = {"x": x, "m": m, "ranges": ranges, "Wb": Wb, "A": A, "U": U, "V": V, "O": O,
-                "taps1": taps1, "taps3": taps3, "ws": ws}
+                "taps1": taps1, "taps3": taps3, "ws": ws, "UW": UW}
     return logits, tape
+
+
+def _winograd_weights(params, n_layers, Wd):
+    """``{"res<l>": (U3, Uc, U3^T, Uc^T)}``, the transformed weights of the residual blocks' 3x3 layers when
+    they run Winograd (``masked_conv._winograd_applies``: 3x3, enough channels, an even width), else None."""
+    if not n_layers:
+        return None
+    h, _, T3 = params["res0.conv.W"].shape
+    if not _winograd_applies(kernel_size_from_taps(T3, "B"), "B", h, Wd):
+        return None
+    out = {}
+    for l in range(n_layers):
+        U3, Uc = wino.weight_transform(params[f"res{l}.conv.W"])
+        out[f"res{l}"] = (U3, Uc, U3.transpose(0, 2, 1), Uc.T)
+    return out
+
+
+def _winograd_buffers(ws, worker, h, pairs, dt):
+    """A worker's transformed inputs (7, h, pairs) and products (4, h, pairs), shared by the 3x3 layers."""
+    return (ws["res0.conv"].get(f"wV{worker}", (7, h, pairs), dt), ws["res0.conv"].get(f"wM{worker}", (4, h, pairs), dt))
 
 
 def network_backward(d_logits, tape, n_layers, grads):
@@ -186,7 +224,7 @@ def network_backward(d_logits, tape, n_layers, grads):
     Writes every parameter's gradient into ``grads`` (same keys as ``params``).
     """
     x, m, ranges, Wb, A, U, V, O = (tape[k] for k in ("x", "m", "ranges", "Wb", "A", "U", "V", "O"))
-    taps1, taps3, ws = (tape[k] for k in ("taps1", "taps3", "ws"))
+    taps1, taps3, ws, UW = (tape[k] for k in ("taps1", "taps3", "ws", "UW"))
     _, N, H, Wd = x.shape
     HW, dt = H * Wd, x.dtype
     C, K, h = A[0].shape[0] - 1, Wb["out2"].shape[0], (U[0].shape[0] if n_layers else 0)
@@ -196,6 +234,7 @@ def network_backward(d_logits, tape, n_layers, grads):
     x3, dl2 = x.reshape(1, N, HW), d_logits.reshape(K, N * HW)
     shapes = {name: (W.shape[::-1] if dw_transposed(*W.shape) else W.shape) for name, W in Wb.items()}
     accs = [{name: np.empty(shape, dt) for name, shape in shapes.items()} for _ in ranges]  # per worker
+    wsums = [{p: wino.weight_sums(h, h, dt) for p in UW} for _ in ranges] if UW is not None else None
 
     def scratch(layer, key, worker, size):
         return ws[layer].get(f"{key}{worker}", (size,), dt)
@@ -205,9 +244,12 @@ def network_backward(d_logits, tape, n_layers, grads):
         dbuf, cbuf = scratch("input", "h", worker, C * m * HW), scratch("input", "t", worker, C * m * HW)
         cols1 = ws["input"].get(f"cols{worker}", (T1 + 1, m * HW), dt).reshape(T1 + 1, m, HW)
         cols1[T1] = 1
-        vbuf = ubuf = cols3 = None  # buffers of the residual blocks; a network may have none (n_layers=0)
+        vbuf = ubuf = cols3 = Vw = Mw = None  # buffers of the residual blocks; a network may have none (n_layers=0)
         if n_layers:
             vbuf, ubuf = scratch("res0.conv", "dv", worker, h * m * HW), scratch("res0.conv", "du", worker, h * m * HW)
+        if UW is not None:
+            Vw, Mw = _winograd_buffers(ws, worker, h, m * HW // 2, dt)
+        elif n_layers:
             cols3 = ws["res0.conv"].get(f"cols{worker}", (h * T3 + 1, m * HW), dt).reshape(h * T3 + 1, m, HW)
             cols3[h * T3] = 1
         for s in range(lo, hi, m):
@@ -233,12 +275,16 @@ def network_backward(d_logits, tape, n_layers, grads):
                 dw(p + ".out", dH, V[l][:, j0:j0 + L])  # the skip passes dH through unchanged  [eq:pixelcnn-residual]
                 d_v = vbuf[:h * L].reshape(h, L)
                 relu_grad_(np.matmul(WT[p + ".out"], dH, out=d_v), V[l], j0)
-                im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
-                c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
-                dw(p + ".conv", d_v, c2)
-                np.matmul(WT[p + ".conv"], d_v, out=c2[:-1])
                 d_u = ubuf[:h * L].reshape(h, mi, HW)
-                col2im(cols3, taps3, d_u, True, 0, mi, Wd)
+                if UW is not None:  # [eq:winograd-f23]
+                    wino.backward_chunk(U[l].reshape(h, N, HW), s, d_v.reshape(h, mi, HW), d_u, 0, True, mi, Wd,
+                                        *UW[p][2:], Vw, Mw, wsums[worker][p], first)
+                else:
+                    im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
+                    c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
+                    dw(p + ".conv", d_v, c2)
+                    np.matmul(WT[p + ".conv"], d_v, out=c2[:-1])
+                    col2im(cols3, taps3, d_u, True, 0, mi, Wd)
                 d_u = d_u.reshape(h, L)
                 relu_grad_(d_u, U[l], j0)
                 dw(p + ".in", d_u, A[l][:, j0:j0 + L])
@@ -248,7 +294,16 @@ def network_backward(d_logits, tape, n_layers, grads):
             dw("input", dH, cols1.reshape(len(cols1), m * HW)[:, :L])
 
     run_ranges(job, ranges)
+    for p in UW or ():  # the Winograd layers' sums, in worker order
+        for more in wsums[1:]:
+            for a, b in zip(wsums[0][p], more[p]):
+                a += b
+        dW, db = wino.weight_gradient(wsums[0][p])
+        np.copyto(grads[p + ".conv.W"], dW)
+        np.copyto(grads[p + ".conv.b"], db)
     for name, W in Wb.items():
+        if UW is not None and name[:-5] in UW and name.endswith(".conv"):
+            continue
         total = accs[0][name]
         for more in accs[1:]:  # the workers' partial sums, in worker order
             total += more[name]
