@@ -40,10 +40,13 @@ def _rel(a, b):
 
 
 @contextmanager
-def every_layer():
-    """Winograd for any channel count inside the block, so that small problems take that path."""
+def every_layer(blas=True):
+    """Winograd for any channel count inside the block, so that small problems take that path; with
+    ``blas=False`` the layer functions run their GEMMs by ``matmul`` (as where NumPy has no 64-bit CBLAS)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mc, "_WINOGRAD_MIN_CHANNELS", 1)
+        if not blas:
+            mp.setattr(wg, "_cblas_gemm", lambda dtype: None)
         yield
 
 
@@ -111,12 +114,12 @@ def _run(x, Wp, b, dy, layout="NCHW", need_dx=True, workspace=None):
     return y, (t(dx).copy() if need_dx else None), dW, db
 
 
-@settings(max_examples=40)
-@given(shapes, st.sampled_from(["NCHW", "CNHW"]), st.sampled_from([1, 2, 3]), st.booleans())
-def test_layer_matches_the_dense_definition(args, layout, threads, need_dx):
+@settings(max_examples=60)
+@given(shapes, st.sampled_from(["NCHW", "CNHW"]), st.sampled_from([1, 2, 3]), st.booleans(), st.booleans())
+def test_layer_matches_the_dense_definition(args, layout, threads, need_dx, blas):
     N, C_in, C_out, H, W, seed = args
     x, Wp, b, dy = _problem(seed, N, C_in, C_out, H, W)
-    with every_layer(), threadpool_limits(threads):
+    with every_layer(blas), threadpool_limits(threads):
         y, dx, dW, db = _run(x, Wp, b, dy, layout, need_dx, MaskedConvWorkspace())
     rdx, rdW, rdb = masked_conv2d_backward_reference(dy, x, Wp, "B")
     assert _rel(y, masked_conv2d_forward_reference(x, Wp, b, "B")) <= 1e-13
@@ -163,6 +166,20 @@ def test_layer_gradients_agree_with_finite_differences():
                 moved[idx] += sign * h
                 diffs.append(loss({**params, name: moved}))
             assert grad[idx] == pytest.approx((diffs[0] - diffs[1]) / (2 * h), rel=1e-7, abs=1e-7), (name, idx)
+
+
+def test_numpys_cblas_is_found():
+    """The layer functions call NumPy's own ``cblas_?gemm`` from compiled loops (PyPI wheels export it as
+    ``scipy_cblas_?gemm64_``); elsewhere they fall back to ``matmul`` and this test says so."""
+    from _require import _missing
+    for dtype in (np.float32, np.float64):
+        if wg._cblas_gemm(dtype) is None:
+            _missing("NumPy's BLAS exports no 64-bit-integer cblas_?gemm: the Winograd layers use matmul")
+    x, Wp, b, dy = _problem(4, 2, 16, 3, 4, 6)
+    with every_layer(False):
+        ref = _run(x, Wp, b, dy)
+    for r, g in zip(ref, _run(x, Wp, b, dy)):
+        assert _rel(g, r) <= 1e-13
 
 
 def test_float32_is_close_to_float64():

@@ -177,7 +177,7 @@ def _forward(params, x, n_layers, ws, keep):
                 np.matmul(Wb[p + ".in"], A[l][:, j0:j1], out=u)
                 relu_(U[l], h, j0, L)
                 if UW is not None:  # [eq:winograd-f23]
-                    wino.forward_chunk(U[l].reshape(h, -1, HW), True, o, mi, Wd, *UW[p][:2], params[p + ".conv.b"],
+                    wino.forward_chunk(U[l].reshape(h, -1, HW), True, o, mi, Wd, *UW[p], params[p + ".conv.b"],
                                        V[l][:h].reshape(h, -1, HW), Vw, Mw)
                 else:
                     im2col(U[l].reshape(h, -1, HW), True, o, mi, Wd, taps3, cols3)
@@ -199,7 +199,7 @@ def _forward(params, x, n_layers, ws, keep):
 
 
 def _winograd_weights(params, n_layers, Wd):
-    """``{"res<l>": (U3, Uc, U3^T, Uc^T)}``, the transformed weights of the residual blocks' 3x3 layers when
+    """``{"res<l>": (U3, Uc)}``, the transformed weights of the residual blocks' 3x3 layers when
     they run Winograd (``masked_conv._winograd_applies``: 3x3, enough channels, an even width), else None."""
     if not n_layers:
         return None
@@ -209,7 +209,7 @@ def _winograd_weights(params, n_layers, Wd):
     out = {}
     for l in range(n_layers):
         U3, Uc = wino.weight_transform(params[f"res{l}.conv.W"])
-        out[f"res{l}"] = (U3, Uc, U3.transpose(0, 2, 1), Uc.T)
+        out[f"res{l}"] = (U3, Uc)
     return out
 
 
@@ -278,7 +278,7 @@ def network_backward(d_logits, tape, n_layers, grads):
                 d_u = ubuf[:h * L].reshape(h, mi, HW)
                 if UW is not None:  # [eq:winograd-f23]
                     wino.backward_chunk(U[l].reshape(h, N, HW), s, d_v.reshape(h, mi, HW), d_u, 0, True, mi, Wd,
-                                        *UW[p][2:], Vw, Mw, wsums[worker][p], first)
+                                        *UW[p], Vw, Mw, wsums[worker][p], first)
                 else:
                     im2col(U[l].reshape(h, N, HW), True, s, mi, Wd, taps3, cols3)
                     c2 = cols3.reshape(len(cols3), m * HW)[:, :L]
