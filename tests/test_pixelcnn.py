@@ -128,11 +128,16 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels,
         np.testing.assert_allclose(scores, scores0, rtol=1e-13)
 
 
-def test_winograd_blocks_at_the_default_threshold_match_torch():
-    """32 channels (16 in the 3x3 layers, the threshold) on an even width: the model runs Winograd there."""
+@pytest.mark.parametrize("blas", [True, False])
+def test_winograd_blocks_at_the_default_threshold_match_torch(monkeypatch, blas):
+    """32 channels (16 in the 3x3 layers, the threshold) on an even width: the model runs Winograd there,
+    through NumPy's CBLAS from compiled code or (``blas=False``, as where NumPy has none) through matmul."""
     from _require import require_torch
     torch = require_torch()
+    import probgen.kernels._winograd as wg
     import probgen.models.pixelcnn as pc
+    if not blas:
+        monkeypatch.setattr(wg, "_cblas_gemm", lambda dtype: None)
     m = _model(shape=(4, 4), channels=32, n_layers=2, levels=2, first_kernel_size=5)
     assert pc._winograd_weights(m.named_parameters(), 2, 4) is not None
     X = _images(2, 3, (4, 4))

@@ -35,7 +35,9 @@ Images must have an even width (the pairs); every compiled pass has a NumPy ``*_
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 __all__ = []  # private module
 
@@ -235,25 +237,25 @@ _BLAS: dict = {}
 
 
 def _cblas_gemm(dtype):
-    """NumPy's own ``cblas_?gemm`` (64-bit integers) as a ctypes function, or None where it has none.
+    """The address of NumPy's own ``cblas_?gemm`` (64-bit integers), or None where it has none.
 
     The library is the one ``threadpoolctl`` reports for NumPy, so ``threadpool_limits`` governs it; the
     symbol is ``scipy_cblas_sgemm64_`` in NumPy's wheels.  Passed to the compiled chunk functions as an
-    argument (a typed function pointer), so they stay cacheable and call BLAS without going back to Python.
+    integer and called through :func:`_gemm`, so they stay cacheable, call BLAS without going back to
+    Python, and cost no more to dispatch than any integer argument (a ctypes function argument is typed
+    anew on every call, about 8 us).
     """
     dtype = np.dtype(dtype)
     if dtype not in _BLAS:
-        _BLAS[dtype] = _find_gemm("s" if dtype == np.float32 else "d", dtype)
+        _BLAS[dtype] = _find_gemm("s" if dtype == np.float32 else "d")
     return _BLAS[dtype]
 
 
-def _find_gemm(letter, dtype):
+def _find_gemm(letter):
     import ctypes
 
     from . import _threads
 
-    real = ctypes.c_float if letter == "s" else ctypes.c_double
-    ints, ptr = ctypes.c_int64, ctypes.c_void_p
     for controller in _threads._blas_controllers():
         try:
             lib = ctypes.CDLL(str(controller.filepath))
@@ -262,10 +264,35 @@ def _find_gemm(letter, dtype):
         for name in (f"scipy_cblas_{letter}gemm64_", f"cblas_{letter}gemm64_"):
             fn = getattr(lib, name, None)
             if fn is not None:
-                fn.restype = None
-                fn.argtypes = [ctypes.c_int] * 3 + [ints] * 3 + [real, ptr, ints, ptr, ints, real, ptr, ints]
-                return fn
+                return ctypes.cast(fn, ctypes.c_void_p).value
     return None
+
+
+@intrinsic
+def _gemm(typingctx, addr, order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc):
+    """``cblas_?gemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)`` at the integer address
+    ``addr``, with ``A``, ``B``, ``C`` integer data addresses (``arr.ctypes.data``) and 64-bit integers;
+    ``alpha`` / ``beta`` of the matrices' float type."""
+    sig = types.void(addr, order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+
+    def codegen(context, builder, signature, args):
+        i32, i64, vp = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+        real = context.get_value_type(signature.args[7])
+        fnty = ir.FunctionType(ir.VoidType(), [i32] * 3 + [i64] * 3 + [real, vp, i64, vp, i64, real, vp, i64])
+        a = args[1:]
+        call = [builder.trunc(a[0], i32), builder.trunc(a[1], i32), builder.trunc(a[2], i32), a[3], a[4], a[5],
+                a[6], builder.inttoptr(a[7], vp), a[8], builder.inttoptr(a[9], vp), a[10], a[11],
+                builder.inttoptr(a[12], vp), a[13]]
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), call)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _at(a, i):  # pragma: no cover - compiled
+    """The data address of ``a[i]``."""
+    return a[i].ctypes.data
 
 
 @njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
@@ -277,8 +304,8 @@ def _forward_chunk_blas(gemm, x3, cn, s, m, Wd, U3, Uc, bias, y3, V, M):  # prag
     one, zero = U3.dtype.type(1), U3.dtype.type(0)
     input_transform(x3, cn, s, m, Wd, V)
     for g in range(3):  # groups A, B, D: V rows 2g, 2g + 1 stacked are (2 C_in, ld)
-        gemm(_RM, _NT, _NT, C_out, c, C2, one, U3[g].ctypes, C2, V[2 * g].ctypes, ld, zero, M[g].ctypes, ld)
-    gemm(_RM, _NT, _NT, C_out, c, C2 // 2, one, Uc.ctypes, C2 // 2, V[6].ctypes, ld, zero, M[3].ctypes, ld)
+        _gemm(gemm, _RM, _NT, _NT, C_out, c, C2, one, _at(U3, g), C2, _at(V, 2 * g), ld, zero, _at(M, g), ld)
+    _gemm(gemm, _RM, _NT, _NT, C_out, c, C2 // 2, one, Uc.ctypes.data, C2 // 2, _at(V, 6), ld, zero, _at(M, 3), ld)
     output_transform(M, bias, y3, cn, s, m, Wd)
 
 
@@ -297,12 +324,12 @@ def _backward_chunk_blas(gemm, x3, sx, dy3, dx3, sd, cn, m, Wd, U3, Uc, V, M, dU
         db[:] = 0
     output_transform_backward(dy3, cn, sd, m, Wd, M, db)
     for g in range(3):  # dU_g^T (+)= V_g M_g^T
-        gemm(_RM, _NT, _TR, C2, C_out, c, one, V[2 * g].ctypes, ld, M[g].ctypes, ld, beta, dU3T[g].ctypes, C_out)
-    gemm(_RM, _NT, _TR, C, C_out, c, one, V[6].ctypes, ld, M[3].ctypes, ld, beta, dUcT.ctypes, C_out)
+        _gemm(gemm, _RM, _NT, _TR, C2, C_out, c, one, _at(V, 2 * g), ld, _at(M, g), ld, beta, _at(dU3T, g), C_out)
+    _gemm(gemm, _RM, _NT, _TR, C, C_out, c, one, _at(V, 6), ld, _at(M, 3), ld, beta, dUcT.ctypes.data, C_out)
     if need_dx:  # dV_g = U_g^T dM_g into V, then back to the pixels
         for g in range(3):
-            gemm(_RM, _TR, _NT, C2, c, C_out, one, U3[g].ctypes, C2, M[g].ctypes, ld, zero, V[2 * g].ctypes, ld)
-        gemm(_RM, _TR, _NT, C, c, C_out, one, Uc.ctypes, C, M[3].ctypes, ld, zero, V[6].ctypes, ld)
+            _gemm(gemm, _RM, _TR, _NT, C2, c, C_out, one, _at(U3, g), C2, _at(M, g), ld, zero, _at(V, 2 * g), ld)
+        _gemm(gemm, _RM, _TR, _NT, C, c, C_out, one, Uc.ctypes.data, C, _at(M, 3), ld, zero, _at(V, 6), ld)
         input_transform_backward(V, dx3, cn, sd, m, Wd)
 
 
@@ -321,9 +348,8 @@ def _backward_range_blas(gemm, x3, dy3, dx3, cn, lo, hi, nb, Wd, U3, Uc, V, M, d
 
 
 def forward_range(x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, V, M):
-    """Images ``lo .. hi-1`` chunk by chunk (``nb`` images), as :func:`forward_chunk`: in one compiled call
-    with NumPy's CBLAS where it has one (:func:`_cblas_gemm`; calling it per chunk would cost ~8 us of
-    dispatch each, the typing of a ctypes argument), else chunk by chunk with ``matmul``."""
+    """Images ``lo .. hi-1`` chunk by chunk (``nb`` images), as :func:`forward_chunk`, in one compiled call
+    where NumPy has a CBLAS (:func:`_cblas_gemm`)."""
     gemm = _cblas_gemm(V.dtype)
     if gemm is not None:
         _forward_range_blas(gemm, x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, V, M)
@@ -345,8 +371,13 @@ def backward_range(x3, dy3, dx3, cn, lo, hi, nb, Wd, U3, Uc, V, M, sums):
 
 def forward_chunk(x3, cn, s, m, Wd, U3, Uc, bias, y3, V, M):
     """Images ``s .. s+m-1`` of ``x3`` into the same images of ``y3`` (with the bias) ``[eq:winograd-f23]``:
-    the input transform into ``V`` (7, C_in, >= m P), the four GEMMs (NumPy's ``matmul``) into ``M``
-    (4, C_out, same), the output transform.  ``x3`` / ``y3`` are (N, C, HW), or (C, N, HW) with ``cn``."""
+    the input transform into ``V`` (7, C_in, >= m P), the four GEMMs into ``M`` (4, C_out, same), the output
+    transform.  ``x3`` / ``y3`` are (N, C, HW), or (C, N, HW) with ``cn``.  One compiled call into NumPy's
+    own CBLAS where it has one (:func:`_cblas_gemm`), else NumPy's ``matmul``; the two agree to rounding."""
+    gemm = _cblas_gemm(V.dtype)
+    if gemm is not None:
+        _forward_chunk_blas(gemm, x3, cn, s, m, Wd, U3, Uc, bias, y3, V, M)
+        return
     c = m * (x3.shape[2] // 2)
     input_transform(x3, cn, s, m, Wd, V)
     V3 = V[:6].reshape(3, -1, V.shape[2])
@@ -367,9 +398,14 @@ def backward_chunk(x3, sx, dy3, dx3, sd, cn, m, Wd, U3, Uc, V, M, sums, first):
     gradient).  ``sums`` from :func:`weight_sums` is overwritten when ``first`` (db zeroed), else added to.
     The weight gradients are formed transposed, (2 C_in x pairs)(pairs x C_out): OpenBLAS runs these
     products faster with the longer side as rows (5.8 against 6.3 ms for a batch of 32 at 64 channels).
-    The GEMMs by NumPy's ``matmul`` (the model calls this per chunk between its other layers).
+    One compiled call into NumPy's own CBLAS where it has one, with ``beta = 1`` carrying the sums.
     """
     dU3T, dUcT, db = sums
+    gemm = _cblas_gemm(V.dtype)
+    if gemm is not None:
+        _backward_chunk_blas(gemm, x3, sx, dy3, dx3 if dx3 is not None else V[:0], sd, cn, m, Wd, U3, Uc, V, M,
+                             dU3T, dUcT, db, first, dx3 is not None)
+        return
     c = m * (x3.shape[2] // 2)
     input_transform(x3, cn, sx, m, Wd, V)
     if first:
