@@ -5,11 +5,12 @@ import itertools
 
 import numpy as np
 import pytest
+from _image_models import check_bad_images, check_save_and_load
+from _image_models import images as _images
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from probgen._validation import NotFittedError
 from probgen.models.pixelrnn import PixelRNN, lstm_backward, lstm_forward
 from probgen.nn.gradcheck import gradcheck, numerical_vjp, relative_error
 
@@ -21,10 +22,6 @@ def _model(shape=(3, 3), hidden=5, levels=2, seed=0, dtype=np.float64, jitter=0.
     for p in m.named_parameters().values():
         p += (jitter * r.standard_normal(p.shape)).astype(dtype)
     return m
-
-
-def _images(levels, n, shape, seed=1):
-    return np.random.default_rng(seed).integers(0, levels, (n,) + tuple(shape))
 
 
 def _all_images(levels, shape):
@@ -227,45 +224,16 @@ def test_parameters_are_named_live_and_shaped():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    m = _model(levels=3)
-    m.fit(_images(3, 6, (3, 3)), epochs=1, batch_size=3, progress=False)
-    path = tmp_path / "prnn.npz"
-    m.save(path)
-    back = PixelRNN.load(path)
-    X = _images(3, 4, (3, 3), seed=9)
-    np.testing.assert_array_equal(back.score_samples(X), m.score_samples(X))
-    assert back.history_ == m.history_ and back._config() == m._config()
-    (tmp_path / "bad.npz").write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError):
-        PixelRNN.load(tmp_path / "bad.npz")
+    check_save_and_load(_model(levels=3), PixelRNN, (3, 3), tmp_path)
 
 
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_is_rejected_with_clear_errors():
-    with pytest.raises(NotFittedError):
-        PixelRNN((3, 3)).score_samples(np.zeros((1, 3, 3), int))
-    with pytest.raises(NotFittedError):
-        PixelRNN((3, 3)).sample(2)
-    with pytest.raises(ValueError, match="levels"):
-        PixelRNN((3, 3), levels=1)
+    m = _model((3, 3), levels=3)
+    check_bad_images(PixelRNN, m)
     with pytest.raises(ValueError, match="hidden"):
         PixelRNN((3, 3), hidden=0)
-    with pytest.raises(TypeError, match="image_shape"):
-        PixelRNN(9)
-    m = _model((3, 3), levels=3)
-    with pytest.raises(ValueError, match=r"0\.\.2"):
-        m.score_samples(np.full((1, 3, 3), 3))
-    with pytest.raises(ValueError, match=r"0\.\.2"):
-        m.loss_and_grads(np.full((1, 3, 3), -1))
-    with pytest.raises(ValueError, match=r"\(N, 3, 3\)"):
-        m.score_samples(np.zeros((1, 3, 4), int))
-    with pytest.raises(ValueError, match="NaN"):
-        m.conditional_logits(np.full((1, 3, 3), np.nan))
-    with pytest.raises(ValueError, match="fractions"):
-        m.fit(np.full((2, 3, 3), 0.5), progress=False)
     with pytest.raises(TypeError, match="X"):
         m.score_samples("abc")
-    with pytest.raises(ValueError, match="n"):
-        m.sample(0)
     with pytest.raises(ValueError, match="at least one"):
         m.score_samples(np.zeros((0, 3, 3), int))
