@@ -1,8 +1,10 @@
 """What PixelCNN and PixelRNN share: the seam around an exact image likelihood.
 
 A subclass sets ``image_shape``, ``levels``, ``dtype`` and ``_params`` (None until
-built) and provides ``build()``, ``_batch_step`` and ``_log_prob(X)`` (exact log p(x) per image); this base adds
-the input check, the training entry point, scoring, sampling of one pixel and persistence.
+built) and provides ``build()``, ``_loss_and_grads(X, copy=True)`` (mean NLL of checked images and its
+gradients; ``copy=False`` lets training take live buffers) and ``_log_prob(X)`` (exact log p(x) per image);
+this base adds the input check, ``loss_and_grads``, the training entry point, scoring, sampling of one pixel
+and persistence.
 """
 from __future__ import annotations
 
@@ -64,6 +66,26 @@ class ImageAutoregressive(Persistent):
             raise ValueError(f"{name} values must lie in 0..{self.levels - 1} (levels={self.levels}), "
                              f"got range [{lo:g}, {hi:g}]")
         return A.astype(np.uint8)
+
+    def loss_and_grads(self, X):
+        """Mean negative log-likelihood of ``X`` in nats per image, and its gradients.
+
+        Parameters
+        ----------
+        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
+
+        Returns
+        -------
+        loss : float
+            :math:`-\\frac1N \\sum_n \\log p(x_n)`, exact (the model's chain rule of pixel conditionals).
+        grads : dict {name: ndarray}
+            Fresh arrays with the keys and shapes of :meth:`named_parameters`.
+        """
+        self._check_built()
+        return self._loss_and_grads(self._check_X(X))
+
+    def _batch_step(self, Xb, rng, beta):
+        return self._loss_and_grads(Xb.reshape((-1,) + self.image_shape), copy=False)
 
     def _evaluate(self, X, rng):
         return -float(np.mean(self._log_prob(X.reshape((-1,) + self.image_shape)), dtype=np.float64))

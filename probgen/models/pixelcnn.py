@@ -430,27 +430,11 @@ class PixelCNN(ImageAutoregressive):
             network_backward(d_logits, tape, self.n_layers, self._grads)
         return value
 
-    def loss_and_grads(self, X):
-        """Mean negative log-likelihood of ``X`` in nats per image, and its gradients.
-
-        Parameters
-        ----------
-        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
-
-        Returns
-        -------
-        loss : float
-            :math:`-\\frac1N \\sum_n \\log p(x_n)` ``[eq:pixelcnn-nll]``.
-        grads : dict {name: ndarray}
-            Fresh arrays with the keys and shapes of :meth:`named_parameters`.
-        """
-        self._check_built()
-        value = self._loss(self._check_X(X), True)
-        return float(np.mean(value, dtype=np.float64)), {k: g.copy() for k, g in self._grads.items()}
-
-    def _batch_step(self, Xb, rng, beta):
-        value = self._loss(Xb.reshape((-1,) + self.image_shape), True)
-        return float(np.mean(value, dtype=np.float64)), self._grads
+    def _loss_and_grads(self, X, copy=True):
+        """Mean NLL ``[eq:pixelcnn-nll]`` of checked images and its gradients (copies, or the live buffers)."""
+        value = self._loss(X, True)
+        grads = {k: g.copy() for k, g in self._grads.items()} if copy else self._grads
+        return float(np.mean(value, dtype=np.float64)), grads
 
     # ------------------------------------------------------------------ evaluation
     def _logits(self, X):

@@ -284,25 +284,9 @@ class PixelRNN(ImageAutoregressive):
         return self
 
     # ------------------------------------------------------------------ the seam
-    def loss_and_grads(self, X):
-        """Mean negative log-likelihood of ``X`` in nats per image, and its gradients.
-
-        Parameters
-        ----------
-        X : array_like of shape (N, H, W), integers in ``0 .. levels-1``
-
-        Returns
-        -------
-        loss : float
-            :math:`-\\frac1N \\sum_n \\log p(x_n)` ``[eq:pixelrnn-nll]``.
-        grads : dict {name: ndarray}
-            Fresh arrays with the keys and shapes of :meth:`named_parameters`.
-        """
-        self._check_built()
-        return pixelrnn_loss_and_grads(self._params, self._check_X(X), self.levels)
-
-    def _batch_step(self, Xb, rng, beta):
-        return pixelrnn_loss_and_grads(self._params, Xb.reshape((-1,) + self.image_shape), self.levels)
+    def _loss_and_grads(self, X, copy=True):
+        """Mean NLL ``[eq:pixelrnn-nll]`` of checked images and its gradients (fresh arrays either way)."""
+        return pixelrnn_loss_and_grads(self._params, X, self.levels)
 
     # ------------------------------------------------------------------ evaluation
     def _log_prob(self, X):
