@@ -323,8 +323,9 @@ def test_fused_relu_kernels_match_their_numpy_twins():
         assert np.isnan(r[1, 9]) and np.array_equal(r[3], z[3]) and np.array_equal(r[:, :7], z[:, :7])
 
 
-@pytest.mark.parametrize("C_out, K", [(4, 9), (9, 4), (5, 5)])
+@pytest.mark.parametrize("C_out, K", [(4, 9), (9, 4), (5, 5), (64, 25)])
 def test_weight_gradient_gemms_in_either_orientation(C_out, K):
+    """Every way of forming the weight gradient: either orientation, and (64 x 25, per image) split in two."""
     from probgen.kernels import _masked_conv_kernels as Kn
     rng = np.random.default_rng(C_out * K)
     dY, X = rng.standard_normal((3, C_out, 11)), rng.standard_normal((3, K, 11))
@@ -333,6 +334,7 @@ def test_weight_gradient_gemms_in_either_orientation(C_out, K):
     for i in range(3):
         Kn.accumulate_dw(acc, dY[i], X[i], i == 0, tmp)
     want = np.einsum("nol,nkl->ok", dY, X)
+    assert Kn._split(C_out, K, 11) == ((C_out, K) == (64, 25))
     got = acc.T if Kn.dw_transposed(C_out, K) else acc
     assert _rel(got, want) <= 1e-14
     parts = np.empty((2,) + shape)
