@@ -343,6 +343,18 @@ def test_weight_gradient_gemms_in_either_orientation(C_out, K):
     assert _rel(acc.T if Kn.dw_transposed(C_out, K) else acc, want) <= 1e-14
 
 
+@pytest.mark.parametrize("C_out, K", [(64, 25), (64, 65), (8, 25)])
+def test_forward_product_whole_or_in_halves(C_out, K):
+    """``forward_product`` equals ``W @ X`` whether it runs as one product or as two of C_out / 2 rows."""
+    from probgen.kernels import _masked_conv_kernels as Kn
+    rng = np.random.default_rng(K)
+    W, X = rng.standard_normal((C_out, K)), rng.standard_normal((3, K, 11))
+    out = np.full((3, C_out, 11), np.nan)
+    Kn.forward_product(W, X, out)
+    assert Kn._halves(C_out, K, 11) == ((C_out, K) == (64, 25))
+    assert _rel(out, W @ X) <= 1e-15
+
+
 def test_blas_threads_follows_threadpool_limits():
     from threadpoolctl import threadpool_limits
 

@@ -250,7 +250,7 @@ def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
     if cn:  # the column block of y
         np.matmul(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])
     else:  # one GEMM per image, into y[n]
-        np.matmul(Wb, cols[:, :m].transpose(1, 0, 2), out=y.reshape(N, C_out, HW)[s:s + m])
+        _k.forward_product(Wb, cols[:, :m].transpose(1, 0, 2), y.reshape(N, C_out, HW)[s:s + m])
 
 
 def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first, dx3, regather):

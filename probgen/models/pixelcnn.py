@@ -39,6 +39,7 @@ from ..kernels._masked_conv_kernels import (
     accumulate_dw,
     col2im,
     dw_transposed,
+    forward_product,
     im2col,
     relu_,
     relu_grad_,
@@ -169,7 +170,7 @@ def _forward(params, x, n_layers, ws, keep):
             j0, j1 = o * HW, o * HW + L
             Hc = hbuf[:C * L].reshape(C, L)
             im2col(x3, True, s, mi, Wd, taps1, cols1)
-            np.matmul(Wb["input"], cols1.reshape(T1 + 1, m * HW)[:, :L], out=Hc)  # [eq:masked-conv]
+            forward_product(Wb["input"], cols1.reshape(T1 + 1, m * HW)[:, :L], Hc)  # [eq:masked-conv]
             np.maximum(Hc, 0, out=A[0][:C, j0:j1])
             for l in range(n_layers):
                 p = f"res{l}"
