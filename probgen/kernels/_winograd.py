@@ -333,42 +333,6 @@ def _backward_chunk_blas(gemm, x3, sx, dy3, dx3, sd, cn, m, Wd, U3, Uc, V, M, dU
         input_transform_backward(V, dx3, cn, sd, m, Wd)
 
 
-@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
-def _forward_range_blas(gemm, x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, V, M):  # pragma: no cover - compiled
-    for s in range(lo, hi, nb):
-        _forward_chunk_blas(gemm, x3, cn, s, min(hi, s + nb) - s, Wd, U3, Uc, bias, y3, V, M)
-
-
-@njit(cache=True, error_model="numpy", fastmath=False, nogil=True)
-def _backward_range_blas(gemm, x3, dy3, dx3, cn, lo, hi, nb, Wd, U3, Uc, V, M, dU3T, dUcT, db,
-                         need_dx):  # pragma: no cover - compiled
-    for s in range(lo, hi, nb):
-        _backward_chunk_blas(gemm, x3, s, dy3, dx3, s, cn, min(hi, s + nb) - s, Wd, U3, Uc, V, M, dU3T, dUcT, db,
-                             s == lo, need_dx)
-
-
-def forward_range(x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, V, M):
-    """Images ``lo .. hi-1`` chunk by chunk (``nb`` images), as :func:`forward_chunk`, in one compiled call
-    where NumPy has a CBLAS (:func:`_cblas_gemm`)."""
-    gemm = _cblas_gemm(V.dtype)
-    if gemm is not None:
-        _forward_range_blas(gemm, x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, V, M)
-        return
-    for s in range(lo, hi, nb):
-        forward_chunk(x3, cn, s, min(hi, s + nb) - s, Wd, U3, Uc, bias, y3, V, M)
-
-
-def backward_range(x3, dy3, dx3, cn, lo, hi, nb, Wd, U3, Uc, V, M, sums):
-    """Images ``lo .. hi-1`` chunk by chunk, as :func:`backward_chunk` (``sums`` overwritten)."""
-    gemm = _cblas_gemm(V.dtype)
-    if gemm is not None:
-        _backward_range_blas(gemm, x3, dy3, dx3 if dx3 is not None else V[:0], cn, lo, hi, nb, Wd, U3, Uc, V, M,
-                             *sums, dx3 is not None)
-        return
-    for s in range(lo, hi, nb):
-        backward_chunk(x3, s, dy3, dx3, s, cn, min(hi, s + nb) - s, Wd, U3, Uc, V, M, sums, s == lo)
-
-
 def forward_chunk(x3, cn, s, m, Wd, U3, Uc, bias, y3, V, M):
     """Images ``s .. s+m-1`` of ``x3`` into the same images of ``y3`` (with the bias) ``[eq:winograd-f23]``:
     the input transform into ``V`` (7, C_in, >= m P), the four GEMMs into ``M`` (4, C_out, same), the output

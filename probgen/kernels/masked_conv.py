@@ -23,8 +23,8 @@ then :math:`W^\\top dY` over the same buffer, whose shifted planes are added bac
 (col2im) ``[eq:masked-conv-backward-x]``.  1x1 mask-B convolutions (pointwise) skip the gather.
 A 3x3 mask-B layer with at least 16 input channels and an even width runs Winograd's F(2,3) + F(2,2)
 instead (:mod:`probgen.kernels._winograd`, ``[eq:winograd-f23]``): 7 products per pair of outputs instead
-of 10, 24 -> 20 ms for the 64 -> 64 layer of a batch of 32 at one thread (each image range one compiled
-call into NumPy's own CBLAS where it has one).
+of 10, 24 -> 20 ms for the 64 -> 64 layer of a batch of 32 at one thread (each chunk one compiled call
+into NumPy's own CBLAS where it has one).
 The compiled parts live in :mod:`probgen.kernels._masked_conv_kernels`; they are serial on
 purpose (Numba's parallel workers next to BLAS steal its cores, PERFORMANCE.md).
 
@@ -373,8 +373,9 @@ def _forward_winograd(x, W, b, cn, N, H, Wd, y, ws):
     bias = np.ascontiguousarray(b)
 
     def job(lo, hi, w):
-        _wino.forward_range(x3, cn, lo, hi, nb, Wd, U3, Uc, bias, y3, *_winograd_buffers(ws, w, C_in, C_out, nb * P,
-                                                                                         x.dtype))
+        V, M = _winograd_buffers(ws, w, C_in, C_out, nb * P, x.dtype)
+        for s in range(lo, hi, nb):
+            _wino.forward_chunk(x3, cn, s, min(hi, s + nb) - s, Wd, U3, Uc, bias, y3, V, M)
 
     _threads.run_ranges(job, ranges)
 
@@ -390,7 +391,8 @@ def _backward_winograd(dy, x, W, cn, N, H, Wd, ws, dx):
 
     def job(lo, hi, w):
         V, dM = _winograd_buffers(ws, w, C_in, C_out, nb * P, x.dtype)
-        _wino.backward_range(x3, dy3, dx3, cn, lo, hi, nb, Wd, U3, Uc, V, dM, sums[w])
+        for s in range(lo, hi, nb):
+            _wino.backward_chunk(x3, s, dy3, dx3, s, cn, min(hi, s + nb) - s, Wd, U3, Uc, V, dM, sums[w], s == lo)
 
     _threads.run_ranges(job, ranges)
     for more in sums[1:]:

@@ -233,7 +233,9 @@ def network_backward(d_logits, tape, n_layers, grads):
     T3 = taps3.shape[0] if n_layers else 0
     WT = {name: Wb[name][:, :-1].T for name in Wb}  # for the input gradients  [eq:masked-conv-backward-x]
     x3, dl2 = x.reshape(1, N, HW), d_logits.reshape(K, N * HW)
-    shapes = {name: (W.shape[::-1] if dw_transposed(*W.shape) else W.shape) for name, W in Wb.items()}
+    winograd = {p + ".conv" for p in UW} if UW is not None else set()  # their dW come from wsums, not dw()
+    gathered = {name: W for name, W in Wb.items() if name not in winograd}
+    shapes = {name: (W.shape[::-1] if dw_transposed(*W.shape) else W.shape) for name, W in gathered.items()}
     accs = [{name: np.empty(shape, dt) for name, shape in shapes.items()} for _ in ranges]  # per worker
     wsums = [{p: wino.weight_sums(h, h, dt) for p in UW} for _ in ranges] if UW is not None else None
 
@@ -302,9 +304,7 @@ def network_backward(d_logits, tape, n_layers, grads):
         dW, db = wino.weight_gradient(wsums[0][p])
         np.copyto(grads[p + ".conv.W"], dW)
         np.copyto(grads[p + ".conv.b"], db)
-    for name, W in Wb.items():
-        if UW is not None and name[:-5] in UW and name.endswith(".conv"):
-            continue
+    for name, W in gathered.items():
         total = accs[0][name]
         for more in accs[1:]:  # the workers' partial sums, in worker order
             total += more[name]
