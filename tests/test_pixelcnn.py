@@ -63,6 +63,16 @@ def _torch_loss_and_grads(model, X, torch):
     return loss.item(), {k: v.grad.numpy() for k, v in P.items()}
 
 
+def _assert_matches_torch(model, X, torch):
+    """The model's loss (<= 1e-12) and gradients (<= 1e-8, packed weights unpacked) are torch's."""
+    loss, grads = model.loss_and_grads(X)
+    t_loss, t_grads = _torch_loss_and_grads(model, X, torch)
+    assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
+    for k, g in grads.items():
+        g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
+        assert relative_error(g, t_grads[k]) <= 1e-8, k
+
+
 @pytest.mark.parametrize("levels", [2, 5])
 def test_loss_and_grads_match_torch_autograd(levels):
     from _require import require_torch
@@ -125,6 +135,23 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels,
         np.testing.assert_allclose(scores, scores0, rtol=1e-13)
 
 
+@pytest.mark.parametrize("threads, budget", [(1, 10 ** 9), (2, 6 * 20 * 8)])
+def test_simd_tiles_in_every_product_match_torch(monkeypatch, threads, budget):
+    """The register-blocked SIMD tiles (``kernels._simd``) forced for every gathered product and every weight
+    gradient of the network (unpatched they run only the 7x7 mask-A 1 -> 64 input layer): torch's loss and
+    gradients, one chunk or one image per chunk on two workers."""
+    from _require import require_torch
+    torch = require_torch()
+    import probgen.kernels._simd as simd
+    import probgen.models.pixelcnn as pc
+    monkeypatch.setattr(simd, "applies", lambda *args: True)
+    monkeypatch.setattr(pc, "blas_threads", lambda: threads)
+    monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
+    m = _model(levels=3, first_kernel_size=5)
+    X = _images(3, 5, (4, 5))
+    _assert_matches_torch(m, X, torch)
+
+
 @pytest.mark.parametrize("blas", [True, False])
 def test_winograd_blocks_at_the_default_threshold_match_torch(monkeypatch, blas):
     """32 channels (16 in the 3x3 layers, the threshold) on an even width: the model runs Winograd there,
@@ -138,12 +165,7 @@ def test_winograd_blocks_at_the_default_threshold_match_torch(monkeypatch, blas)
     m = _model(shape=(4, 4), channels=32, n_layers=2, levels=2, first_kernel_size=5)
     assert pc._winograd_weights(m.named_parameters(), 2, 4) is not None
     X = _images(2, 3, (4, 4))
-    loss, grads = m.loss_and_grads(X)
-    t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
-    assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
-    for k, g in grads.items():
-        g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
-        assert relative_error(g, t_grads[k]) <= 1e-8, k
+    _assert_matches_torch(m, X, torch)
 
 
 def test_saved_activations_do_not_leak_between_training_and_evaluation():

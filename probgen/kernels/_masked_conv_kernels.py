@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import _simd
+
 __all__ = []  # private module
 
 
@@ -229,10 +231,14 @@ def _halves(C_out, K, L) -> bool:
 
 
 def forward_product(Wb, X, out):
-    """``out = Wb X`` ``[eq:masked-conv]``: ``Wb`` (C_out, K), ``X`` (..., K, L), ``out`` (..., C_out, L), as one
-    product or (:func:`_halves`) as two of C_out / 2 rows."""
+    """``out = Wb X`` ``[eq:masked-conv]``: ``Wb`` (C_out, K) = ``[W | b]``, ``X`` (..., K, L) a gather whose last
+    row is the ones of the bias, ``out`` (..., C_out, L); as one product, (:func:`_halves`) as two of C_out / 2
+    rows, or (:func:`._simd.applies`) by register-blocked SIMD tiles that start from the bias instead of reading
+    the ones row."""
     C_out, K = Wb.shape
-    if _halves(C_out, K, X.shape[-1]):
+    if _simd.applies(C_out, K, X.shape[-1], X.dtype):  # register-blocked tiles instead of BLAS
+        _simd.forward_product(Wb, X, out)
+    elif _halves(C_out, K, X.shape[-1]):
         h = C_out // 2
         np.matmul(Wb[:h], X, out=out[..., :h, :])
         np.matmul(Wb[h:], X, out=out[..., h:, :])
@@ -254,6 +260,9 @@ def accumulate_dw(acc, dY, X, first, tmp=None):
     bias); ``first`` overwrites instead of adding; ``tmp`` (the shape of ``acc``) avoids an allocation.
     """
     (C_out, L), K = dY.shape, X.shape[0]
+    if _simd.applies(C_out, K, L, dY.dtype):  # register-blocked tiles instead of BLAS
+        _simd.accumulate_dw(acc.T if dw_transposed(C_out, K) else acc, dY, X, first)
+        return
     out = acc if first else tmp
     if dw_transposed(C_out, K):
         np.matmul(X, dY.T, out=out)
@@ -274,6 +283,9 @@ def accumulate_dw_stacked(acc, dY3, X3, first, parts, tmp):
     """
     m, C_out, L = dY3.shape
     K = X3.shape[1]
+    if _simd.applies(C_out, K, L, dY3.dtype):  # register-blocked tiles instead of BLAS
+        _simd.accumulate_dw(acc.T if dw_transposed(C_out, K) else acc, dY3, X3, first)
+        return
     if dw_transposed(C_out, K):
         np.matmul(X3, dY3.transpose(0, 2, 1), out=parts)
     elif _split(C_out, K, L):  # into the same memory viewed as (m, K, C_out), summed, then transposed

@@ -248,7 +248,7 @@ def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
     nb = cols.shape[1]
     _k.im2col(x3, cn, s, m, Wd, taps, cols)
     if cn:  # the column block of y
-        np.matmul(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], out=y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])
+        _k.forward_product(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])
     else:  # one GEMM per image, into y[n]
         _k.forward_product(Wb, cols[:, :m].transpose(1, 0, 2), y.reshape(N, C_out, HW)[s:s + m])
 
