@@ -2,8 +2,8 @@
 
 The user so far is the gathered masked convolution whose products have a dimension of 25: the 7x7
 mask-A input layer (C_out = 64, 24 taps and the bias).  Per image its forward product is
-:math:`Y = [W\,|\,b]\,[\mathrm{cols}; 1]` ``[eq:masked-conv]`` (64 x 25 times 25 x HW) and its weight
-gradient :math:`dW = dY\,\mathrm{cols}^\top` ``[eq:masked-conv-backward-w]`` (both factors long rows, a
+:math:`Y = [W\\,|\\,b]\\,[\\mathrm{cols}; 1]` ``[eq:masked-conv]`` (64 x 25 times 25 x HW) and its weight
+gradient :math:`dW = dY\\,\\mathrm{cols}^\\top` ``[eq:masked-conv-backward-w]`` (both factors long rows, a
 64 x 25 result).  A dimension of 25 fits none of OpenBLAS's micro-kernels: ~1.0 ms for the weight gradient
 of a batch of 32 28x28 images at one thread in every orientation and split we tried
 (``_masked_conv_kernels._split``), about half its large-GEMM rate.
