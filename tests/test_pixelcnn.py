@@ -135,23 +135,6 @@ def test_chunked_network_matches_torch_and_the_single_chunk(monkeypatch, levels,
         np.testing.assert_allclose(scores, scores0, rtol=1e-13)
 
 
-@pytest.mark.parametrize("threads, budget", [(1, 10 ** 9), (2, 6 * 20 * 8)])
-def test_simd_tiles_in_every_product_match_torch(monkeypatch, threads, budget):
-    """The register-blocked SIMD tiles (``kernels._simd``) forced for every gathered product and every weight
-    gradient of the network (unpatched they run only the 7x7 mask-A 1 -> 64 input layer): torch's loss and
-    gradients, one chunk or one image per chunk on two workers."""
-    from _require import require_torch
-    torch = require_torch()
-    import probgen.kernels._simd as simd
-    import probgen.models.pixelcnn as pc
-    monkeypatch.setattr(simd, "applies", lambda *args: True)
-    monkeypatch.setattr(pc, "blas_threads", lambda: threads)
-    monkeypatch.setattr(pc, "_CHUNK_BYTES", budget)
-    m = _model(levels=3, first_kernel_size=5)
-    X = _images(3, 5, (4, 5))
-    _assert_matches_torch(m, X, torch)
-
-
 @pytest.mark.parametrize("blas", [True, False])
 def test_winograd_blocks_at_the_default_threshold_match_torch(monkeypatch, blas):
     """32 channels (16 in the 3x3 layers, the threshold) on an even width: the model runs Winograd there,

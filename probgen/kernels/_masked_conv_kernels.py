@@ -230,13 +230,14 @@ def _halves(C_out, K, L) -> bool:
     return C_out == 64 and 13 <= K <= 33 and L <= _SPLIT_MAX_L
 
 
-def forward_product(Wb, X, out):
+def forward_product(Wb, X, out, tiles=False):
     """``out = Wb X`` ``[eq:masked-conv]``: ``Wb`` (C_out, K) = ``[W | b]``, ``X`` (..., K, L) a gather whose last
     row is the ones of the bias, ``out`` (..., C_out, L); as one product, (:func:`_halves`) as two of C_out / 2
-    rows, or (:func:`._simd.applies`) by register-blocked SIMD tiles that start from the bias instead of reading
-    the ones row."""
+    rows, or (``tiles`` and :func:`._simd.applies`) by register-blocked SIMD tiles that start from the bias
+    instead of reading the ones row (the layer functions ask for them; the PixelCNN network, whose input layer
+    measured no faster with them, does not)."""
     C_out, K = Wb.shape
-    if _simd.applies(C_out, K, X.shape[-1], X.dtype):  # register-blocked tiles instead of BLAS
+    if tiles and _simd.applies(C_out, K, X.shape[-1], X.dtype):  # register-blocked tiles instead of BLAS
         _simd.forward_product(Wb, X, out)
     elif _halves(C_out, K, X.shape[-1]):
         h = C_out // 2
@@ -253,14 +254,14 @@ def _split_product_T(dY, X, out_T):
         np.matmul(X[..., r0:r1, :], np.swapaxes(dY, -1, -2), out=out_T[..., r0:r1, :])
 
 
-def accumulate_dw(acc, dY, X, first, tmp=None):
+def accumulate_dw(acc, dY, X, first, tmp=None, tiles=False):
     """``acc (+)= dY X^T`` ``[eq:masked-conv-backward-w]``, or its transpose ``X dY^T`` when ``acc`` is (K, C_out).
 
     ``dY`` is (C_out, L), ``X`` (K, L) (rows of a gather, or an activation with a ones row for the
     bias); ``first`` overwrites instead of adding; ``tmp`` (the shape of ``acc``) avoids an allocation.
     """
     (C_out, L), K = dY.shape, X.shape[0]
-    if _simd.applies(C_out, K, L, dY.dtype):  # register-blocked tiles instead of BLAS
+    if tiles and _simd.applies(C_out, K, L, dY.dtype):  # register-blocked tiles instead of BLAS
         _simd.accumulate_dw(acc.T if dw_transposed(C_out, K) else acc, dY, X, first)
         return
     out = acc if first else tmp
@@ -276,14 +277,14 @@ def accumulate_dw(acc, dY, X, first, tmp=None):
         acc += tmp
 
 
-def accumulate_dw_stacked(acc, dY3, X3, first, parts, tmp):
+def accumulate_dw_stacked(acc, dY3, X3, first, parts, tmp, tiles=False):
     """:func:`accumulate_dw` summed over a stack of images: ``dY3`` (m, C_out, L), ``X3`` (m, K, L).
 
     One call (two when split) runs the m per-image GEMMs into ``parts`` (m, *acc.shape), then sums them.
     """
     m, C_out, L = dY3.shape
     K = X3.shape[1]
-    if _simd.applies(C_out, K, L, dY3.dtype):  # register-blocked tiles instead of BLAS
+    if tiles and _simd.applies(C_out, K, L, dY3.dtype):  # register-blocked tiles instead of BLAS
         _simd.accumulate_dw(acc.T if dw_transposed(C_out, K) else acc, dY3, X3, first)
         return
     if dw_transposed(C_out, K):

@@ -19,11 +19,13 @@ of a batch of 32 28x28 images at one thread in every orientation and split we tr
 (CONVENTIONS: off).  The tiles are emitted as IR because Numba cannot be made to keep twenty-odd vector
 accumulators in registers from Python source without fast-math, and a loop over a tile in Python source is
 what LLVM would have to rediscover.  The compiled drivers take (m, rows, L) views whose last axis is
-contiguous (NCHW stacks, CNHW or PixelCNN chunks as strided views), handle rows that do not fill a tile and
+contiguous (NCHW stacks, CNHW chunks as strided views), handle rows that do not fill a tile and
 pixels that do not fill a vector, and have NumPy twins (``*_reference``) for the tests.
 
-Used only where measured faster (:func:`applies`): hosts with AVX-512 (as LLVM reports the CPU) and the
-window of shapes in its docstring; elsewhere the BLAS paths of ``_masked_conv_kernels``.
+Used only where measured faster: by the layer functions of :mod:`.masked_conv` (``tiles=True``) on hosts with
+AVX-512 (as LLVM reports the CPU) in the window of shapes of :func:`applies`; elsewhere, and in the PixelCNN
+network (its input layer measured no faster with them: 95.0 against 93.8 ms per ``loss_and_grads`` of the
+benchmark model, within noise), the BLAS paths of ``_masked_conv_kernels``.
 """
 from __future__ import annotations
 

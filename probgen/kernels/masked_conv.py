@@ -248,9 +248,10 @@ def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
     nb = cols.shape[1]
     _k.im2col(x3, cn, s, m, Wd, taps, cols)
     if cn:  # the column block of y
-        _k.forward_product(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW])
+        _k.forward_product(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW],
+                           tiles=True)
     else:  # one GEMM per image, into y[n]
-        _k.forward_product(Wb, cols[:, :m].transpose(1, 0, 2), y.reshape(N, C_out, HW)[s:s + m])
+        _k.forward_product(Wb, cols[:, :m].transpose(1, 0, 2), y.reshape(N, C_out, HW)[s:s + m], tiles=True)
 
 
 def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first, dx3, regather):
@@ -264,12 +265,12 @@ def _backward_chunk(x3, dy, cn, s, m, Wd, taps, cols, WT, acc, tmp, parts, first
     c2 = cols.reshape(K + 1, nb * HW)[:, :m * HW]
     if cn:
         dY = dy.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
-        _k.accumulate_dw(acc, dY, c2, first, tmp)
+        _k.accumulate_dw(acc, dY, c2, first, tmp, tiles=True)
         if dx3 is not None:
             np.matmul(WT, dY, out=c2[:K])
     else:
         dY3 = dy[s:s + m].reshape(m, C_out, HW)
-        _k.accumulate_dw_stacked(acc, dY3, cols[:, :m].transpose(1, 0, 2), first, parts[:m], tmp)
+        _k.accumulate_dw_stacked(acc, dY3, cols[:, :m].transpose(1, 0, 2), first, parts[:m], tmp, tiles=True)
         if dx3 is not None:
             np.matmul(WT, dY3, out=cols[:K, :m].transpose(1, 0, 2))
     if dx3 is not None:
