@@ -63,16 +63,6 @@ def _torch_loss_and_grads(model, X, torch):
     return loss.item(), {k: v.grad.numpy() for k, v in P.items()}
 
 
-def _assert_matches_torch(model, X, torch):
-    """The model's loss (<= 1e-12) and gradients (<= 1e-8, packed weights unpacked) are torch's."""
-    loss, grads = model.loss_and_grads(X)
-    t_loss, t_grads = _torch_loss_and_grads(model, X, torch)
-    assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
-    for k, g in grads.items():
-        g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
-        assert relative_error(g, t_grads[k]) <= 1e-8, k
-
-
 @pytest.mark.parametrize("levels", [2, 5])
 def test_loss_and_grads_match_torch_autograd(levels):
     from _require import require_torch
@@ -148,7 +138,12 @@ def test_winograd_blocks_at_the_default_threshold_match_torch(monkeypatch, blas)
     m = _model(shape=(4, 4), channels=32, n_layers=2, levels=2, first_kernel_size=5)
     assert pc._winograd_weights(m.named_parameters(), 2, 4) is not None
     X = _images(2, 3, (4, 4))
-    _assert_matches_torch(m, X, torch)
+    loss, grads = m.loss_and_grads(X)
+    t_loss, t_grads = _torch_loss_and_grads(m, X, torch)
+    assert abs(loss - t_loss) <= 1e-12 * abs(t_loss)
+    for k, g in grads.items():
+        g = unpack_masked_weight(g, "A" if k == "input.W" else "B") if k.endswith(".W") else g
+        assert relative_error(g, t_grads[k]) <= 1e-8, k
 
 
 def test_saved_activations_do_not_leak_between_training_and_evaluation():

@@ -183,6 +183,9 @@ def test_float32_layer_through_the_tiles_agrees_with_float64():
         assert _rel(a, r) <= 1e-5
 
 
+_k_forward, _k_dw = _simd.forward_product, _simd.accumulate_dw  # the unpatched entry points
+
+
 def test_layer_functions_choose_the_tiles_only_where_they_apply(monkeypatch):
     """The products run the tiles exactly when ``applies`` says so (counted through the two entry points)."""
     calls = []
@@ -198,6 +201,3 @@ def test_layer_functions_choose_the_tiles_only_where_they_apply(monkeypatch):
         K1 = Wp.shape[1] * Wp.shape[2] + 1
         expected = ["fwd", "dw"] if _simd.applies(C_out, K1, 256, np.float64) else []
         assert calls == expected, (C_in, k, mask, C_out)
-
-
-_k_forward, _k_dw = _simd.forward_product, _simd.accumulate_dw

@@ -104,8 +104,8 @@ def _counted_loop(builder, count, start, step):
 
 
 def _make_dot_tile(ro, rt):
-    """An intrinsic ``tile(lanes, l0, l_rs, a, a0, a_rs, b, b0, b_rs, nvec, pf)`` for C-contiguous arrays of one
-    float dtype (flat element offsets ``*0`` and row strides ``*_rs``):
+    """An intrinsic ``tile(lanes, l0, l_rs, a, a0, a_rs, b, b0, b_rs, nvec, pf)`` for arrays of one float dtype,
+    addressed from each array's first element (element offsets ``*0``, row strides ``*_rs`` in elements):
 
     ``lanes[l0 + i*l_rs + j*V + q] += sum_v a[a0 + i*a_rs + v*V + q] * b[b0 + j*b_rs + v*V + q]``
 
@@ -169,7 +169,7 @@ def _broadcast(builder, vty, V, value):
 
 
 def _make_product_tile(ro, rv):
-    """An intrinsic ``tile(y, y0, y_rs, w, w0, w_rs, x, x0, x_rs, K)`` (flat offsets, row strides as above):
+    """An intrinsic ``tile(y, y0, y_rs, w, w0, w_rs, x, x0, x_rs, K)`` (offsets and row strides in elements, as above):
 
     ``y[y0 + i*y_rs + v*V + q] = w[w0 + i*w_rs + K] + sum_{t < K} w[w0 + i*w_rs + t] * x[x0 + t*x_rs + v*V + q]``
 
@@ -312,10 +312,11 @@ def applies(C_out, K1, L, dtype) -> bool:
 
     Measured at one thread (Sapphire Rapids, AVX-512; OpenBLAS 0.3.31 SkylakeX kernels), float32, a batch of 32
     28x28 images, each side alternating with the BLAS path in one process (ms for the batch, medians of 200-300):
-    with C_out = 64 and K1 = 25 (the 7x7 mask-A input layer) the weight gradient 0.72-0.80 against 0.90-0.98
-    with its inputs in cache and 0.96-1.06 against 1.16-1.30 after evicting them, the forward product 0.65-0.71
-    against 0.72-0.80 (OpenBLAS with its two halves, ``_masked_conv_kernels._halves``).  Only that window (and
-    AVX-512); other shapes keep BLAS until measured.
+    with C_out = 64 and K1 = 25 (the 7x7 mask-A input layer) the weight gradient 0.87 against 0.92 with its
+    inputs in cache and 1.11 against 1.21 after evicting them (the tile before the prefetch: 0.74-0.78 against
+    0.90-0.98 in cache), the forward product (its prototype) 0.65-0.71 against 0.72-0.80 (OpenBLAS with its two
+    halves, ``_masked_conv_kernels._halves``).  Only that window (and AVX-512); other shapes keep BLAS until
+    measured.
     """
     return HAS_AVX512 and C_out == 64 and K1 == 25 and L >= 256 and np.dtype(dtype) in _FLOATS
 

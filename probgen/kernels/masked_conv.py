@@ -61,7 +61,7 @@ import numpy as np
 
 from .._validation import check_option
 from . import _masked_conv_kernels as _k
-from . import _threads
+from . import _simd, _threads
 from . import _winograd as _wino
 from ._masked_conv_taps import (
     _MASKS,
@@ -247,9 +247,12 @@ def _forward_chunk(x3, cn, s, m, Wd, taps, cols, Wb, y, N, HW):
     C_out, K1 = Wb.shape
     nb = cols.shape[1]
     _k.im2col(x3, cn, s, m, Wd, taps, cols)
-    if cn:  # the column block of y
-        _k.forward_product(Wb, cols.reshape(K1, nb * HW)[:, :m * HW], y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW],
-                           tiles=True)
+    if cn:  # the column block of y: one product (no halves: they were measured per image), or the SIMD tiles
+        Xc, Yc = cols.reshape(K1, nb * HW)[:, :m * HW], y.reshape(C_out, N * HW)[:, s * HW:(s + m) * HW]
+        if _simd.applies(C_out, K1, HW, Wb.dtype):
+            _simd.forward_product(Wb, Xc, Yc)
+        else:
+            np.matmul(Wb, Xc, out=Yc)
     else:  # one GEMM per image, into y[n]
         _k.forward_product(Wb, cols[:, :m].transpose(1, 0, 2), y.reshape(N, C_out, HW)[s:s + m], tiles=True)
 
